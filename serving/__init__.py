@@ -1,0 +1,1 @@
+"""The propose-and-aggregate engine: aggregation format, pipeline, backends. No HTTP here."""

@@ -1,0 +1,98 @@
+"""The backend interface: generate n samples of a chat prompt, or stream one.
+
+Cancellation is asyncio's: cancelling the task that awaits `generate` or iterates
+`stream` must abort the work in the engine or upstream (vLLM `abort`, a closed
+upstream connection), so an abandoned request stops costing compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from serving.format import Message
+
+Role = Literal["proposer", "aggregator"]
+"""Which call this is; the `openai` backend may route the two roles to different deployments."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters for one engine request (OpenAI names)."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass
+class Usage:
+    """Tokens spent: prompt tokens count once per request (n samples share one prompt)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.requests += other.requests
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sample: its text and why it ended ("stop" or "length")."""
+
+    text: str
+    finish_reason: str | None
+
+
+@dataclass
+class Generation:
+    """The n samples of one request and what the request cost."""
+
+    completions: list[Completion]
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed sample. The last one carries finish_reason and the request's usage."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class Backend(Protocol):
+    """What the pipeline needs from an inference engine."""
+
+    async def start(self) -> None:
+        """Acquire resources (load the engine, open connection pools)."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything `start` acquired; in-flight requests are aborted."""
+        ...
+
+    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling,
+                       n: int) -> Generation:
+        """Sample `n` completions of one chat prompt as ONE request (the samples share the prompt)."""
+        ...
+
+    def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[StreamDelta]:
+        """Sample one completion and yield its text as the engine produces it."""
+        ...
+
+    async def check_health(self) -> None:
+        """Raise BackendError when the backend cannot serve."""
+        ...

@@ -1,0 +1,164 @@
+"""Propose-and-aggregate: N proposals, (rounds - 1) intermediate aggregation layers, one final answer.
+
+Round 0 samples N proposals with the proposer format. Each intermediate round
+samples N aggregations, every one seeing all N outputs of the round before; the
+final round samples one aggregation, which is the answer. Every layer whose
+samples share one prompt is ONE backend request with n = N, so the samples share
+the prompt's KV cache. rounds = 0 is plain generation (one proposer call, N
+ignored); N = 1 with rounds >= 1 is sequential self-refinement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
+from serving.format import Message, aggregator_messages, proposer_messages
+from serving.merge import merge_streams
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """How one answer is produced."""
+
+    proposals: int
+    rounds: int
+    draft_sampling: Sampling
+    """Sampling of round 0 and the intermediate rounds (reference: temperature 0.7, top_p 0.95)."""
+    final_sampling: Sampling
+    """Sampling of the final answer (reference: temperature 0.7, top_p 1.0)."""
+
+
+@dataclass
+class Layer:
+    """The outputs of one round of drafts and what the round cost."""
+
+    round: int
+    outputs: list[str]
+    usage: Usage
+
+
+@dataclass
+class LayerDone:
+    """Event: a round of drafts finished (its outputs feed the next round)."""
+
+    index: int
+    layer: Layer
+
+
+@dataclass
+class AnswerDelta:
+    """Event: the next piece of answer `index`."""
+
+    index: int
+    text: str
+
+
+@dataclass
+class AnswerDone:
+    """Event: answer `index` ended; usage covers every round of its pipeline."""
+
+    index: int
+    finish_reason: str | None
+    usage: Usage
+    usage_by_round: list[Usage]
+
+
+Event = LayerDone | AnswerDelta | AnswerDone
+
+
+@dataclass
+class Answer:
+    """A finished answer with the drafts it was made from."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+    layers: list[Layer]
+    usage: Usage
+    usage_by_round: list[Usage]
+
+
+def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
+    # One client seed makes the whole pipeline reproducible while still giving each
+    # answer and round its own stream of randomness.
+    if sampling.seed is None:
+        return sampling
+    return replace(sampling, seed=sampling.seed + 1_000_003 * index + round_)
+
+
+class Pipeline:
+    """Runs propose-and-aggregate on a backend. Knows nothing of HTTP."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def _drafts(self, conversation: Sequence[Message], params: PipelineParams,
+                      index: int) -> AsyncIterator[Layer]:
+        outputs: list[str] = []
+        for round_ in range(params.rounds):
+            role: Role = "proposer" if round_ == 0 else "aggregator"
+            messages = (proposer_messages(conversation) if round_ == 0
+                        else aggregator_messages(conversation, outputs))
+            generation = await self.backend.generate(
+                role, messages, _seeded(params.draft_sampling, index, round_), n=params.proposals)
+            outputs = [c.text for c in generation.completions]
+            yield Layer(round_, outputs, generation.usage)
+
+    @staticmethod
+    def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
+        if not layers:
+            return "proposer", proposer_messages(conversation)
+        return "aggregator", aggregator_messages(conversation, layers[-1].outputs)
+
+    async def stream(self, conversation: Sequence[Message], params: PipelineParams, *,
+                     n: int = 1) -> AsyncIterator[Event]:
+        """Run `n` independent pipelines; yield their events as they happen, answers token by token."""
+        if n == 1:
+            async for event in self._stream_one(conversation, params, 0):
+                yield event
+            return
+        async for event in merge_streams([self._stream_one(conversation, params, i) for i in range(n)]):
+            yield event
+
+    async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams,
+                          index: int) -> AsyncIterator[Event]:
+        layers: list[Layer] = []
+        async for layer in self._drafts(conversation, params, index):
+            layers.append(layer)
+            yield LayerDone(index, layer)
+        role, messages = self._final_call(conversation, layers)
+        sampling = _seeded(params.final_sampling, index, params.rounds)
+        last: StreamDelta | None = None
+        async for delta in self.backend.stream(role, messages, sampling):
+            if delta.text:
+                yield AnswerDelta(index, delta.text)
+            last = delta
+        final_usage = (last.usage if last and last.usage else Usage(requests=1))
+        by_round = [layer.usage for layer in layers] + [final_usage]
+        total = Usage()
+        for usage in by_round:
+            total.add(usage)
+        yield AnswerDone(index, last.finish_reason if last else None, total, by_round)
+
+    async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
+                  n: int = 1) -> list[Answer]:
+        """Run `n` independent pipelines concurrently and return their answers in order."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._run_one(conversation, params, i)) for i in range(n)]
+        return [task.result() for task in tasks]
+
+    async def _run_one(self, conversation: Sequence[Message], params: PipelineParams,
+                       index: int) -> Answer:
+        layers = [layer async for layer in self._drafts(conversation, params, index)]
+        role, messages = self._final_call(conversation, layers)
+        sampling = _seeded(params.final_sampling, index, params.rounds)
+        generation = await self.backend.generate(role, messages, sampling, n=1)
+        completion = generation.completions[0]
+        by_round = [layer.usage for layer in layers] + [generation.usage]
+        total = Usage()
+        for usage in by_round:
+            total.add(usage)
+        return Answer(index, completion.text, completion.finish_reason, layers, total, by_round)

@@ -1,0 +1,1 @@
+"""Training side of AFT: data, fine-tuning, export, evaluation (and tiny local models)."""
