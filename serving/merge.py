@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,8 +18,9 @@ async def merge_streams(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[T]
 
     async def pump(stream: AsyncIterator[T]) -> None:
         try:
-            async for item in stream:
-                await queue.put((item, None))
+            async with aclosing(stream) as items:
+                async for item in items:
+                    await queue.put((item, None))
             await queue.put((_END, None))
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             await queue.put((_END, exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
@@ -116,26 +117,29 @@ class Pipeline:
     async def stream(self, conversation: Sequence[Message], params: PipelineParams, *,
                      n: int = 1) -> AsyncIterator[Event]:
         """Run `n` independent pipelines; yield their events as they happen, answers token by token."""
-        if n == 1:
-            async for event in self._stream_one(conversation, params, 0):
+        # aclosing: when our consumer stops early, close the inner generators at once, so
+        # the backend aborts its request now rather than whenever the generator is collected.
+        source = (self._stream_one(conversation, params, 0) if n == 1
+                  else merge_streams([self._stream_one(conversation, params, i) for i in range(n)]))
+        async with aclosing(source) as events:
+            async for event in events:
                 yield event
-            return
-        async for event in merge_streams([self._stream_one(conversation, params, i) for i in range(n)]):
-            yield event
 
     async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams,
                           index: int) -> AsyncIterator[Event]:
         layers: list[Layer] = []
-        async for layer in self._drafts(conversation, params, index):
-            layers.append(layer)
-            yield LayerDone(index, layer)
+        async with aclosing(self._drafts(conversation, params, index)) as drafts:
+            async for layer in drafts:
+                layers.append(layer)
+                yield LayerDone(index, layer)
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
-        async for delta in self.backend.stream(role, messages, sampling):
-            if delta.text:
-                yield AnswerDelta(index, delta.text)
-            last = delta
+        async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield AnswerDelta(index, delta.text)
+                last = delta
         final_usage = (last.usage if last and last.usage else Usage(requests=1))
         by_round = [layer.usage for layer in layers] + [final_usage]
         total = Usage()
@@ -145,14 +149,21 @@ class Pipeline:
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
-        """Run `n` independent pipelines concurrently and return their answers in order."""
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._run_one(conversation, params, i)) for i in range(n)]
+        """Run `n` independent pipelines concurrently and return their answers in order.
+        The first failure cancels the other pipelines and is raised as it is."""
+        if n == 1:
+            return [await self._run_one(conversation, params, 0)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._run_one(conversation, params, i)) for i in range(n)]
+        except ExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
         return [task.result() for task in tasks]
 
     async def _run_one(self, conversation: Sequence[Message], params: PipelineParams,
                        index: int) -> Answer:
-        layers = [layer async for layer in self._drafts(conversation, params, index)]
+        async with aclosing(self._drafts(conversation, params, index)) as drafts:
+            layers = [layer async for layer in drafts]
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         generation = await self.backend.generate(role, messages, sampling, n=1)

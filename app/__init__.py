@@ -1,0 +1,1 @@
+"""The HTTP face of the service: OpenAI-compatible routes, errors, auth, metrics, settings."""

@@ -1,0 +1,35 @@
+"""Optional Bearer API keys. With none configured every request is let in."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import AuthenticationFailed
+
+
+def _matches(token: str, keys: list[str]) -> bool:
+    # Compare against every key, always, in constant time per key: no early exit
+    # that would tell a caller how many keys exist or which prefix is right.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(token.encode(), key.encode())
+    return found
+
+
+async def require_api_key(request: Request) -> None:
+    """Raise AuthenticationFailed unless the request carries one of the configured keys."""
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'",
+                                   code="invalid_api_key")
+    if not _matches(token.strip(), keys):
+        raise AuthenticationFailed("invalid API key", code="invalid_api_key")
+
+
+Authorized = Annotated[None, Depends(require_api_key)]

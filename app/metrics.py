@@ -1,0 +1,49 @@
+"""Prometheus metrics of the service, in a registry of the app's own (one per create_app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from serving.backends.base import Usage
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def stage_of(round_: int, rounds: int) -> str:
+    """Name of a pipeline round for metric labels: proposals, aggregation (intermediate) or final."""
+    if round_ == rounds:
+        return "final"
+    return "proposals" if round_ == 0 else "aggregation"
+
+
+class Metrics:
+    """The service's metrics. Record calls are cheap; exposition renders on scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome.",
+                                ["stream", "status"], registry=r)
+        self.in_flight = Gauge("aft_requests_in_flight", "Chat completion requests being served.", registry=r)
+        self.latency = Histogram("aft_request_duration_seconds", "Time from request to last byte.",
+                                 ["stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("aft_time_to_first_token_seconds",
+                              "Streaming: time from request to the first answer token.",
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("aft_tokens", "Tokens spent, by pipeline stage and kind.",
+                              ["stage", "kind"], registry=r)
+        self.backend_requests = Counter("aft_backend_requests", "Engine/upstream requests, by pipeline stage.",
+                                        ["stage"], registry=r)
+
+    def record_usage(self, usage_by_round: list[Usage], rounds: int) -> None:
+        for round_, usage in enumerate(usage_by_round):
+            stage = stage_of(round_, rounds)
+            self.tokens.labels(stage, "prompt").inc(usage.prompt_tokens)
+            self.tokens.labels(stage, "completion").inc(usage.completion_tokens)
+            self.backend_requests.labels(stage).inc(usage.requests)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

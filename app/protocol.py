@@ -1,0 +1,169 @@
+"""OpenAI Chat Completions wire types (requests, responses, stream chunks) and the `aft` options.
+
+Pydantic models only. Names mirror OpenAI's. Fields we accept but cannot honour
+are refused with a 400 naming them (see `ChatCompletionRequest.check_supported`),
+never silently dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The content as one string (text parts joined, OpenAI's semantics for text-only parts)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class AftOptions(BaseModel):
+    """Propose-and-aggregate controls (the OpenAI SDK sends them with `extra_body={"aft": {...}}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposals: int | None = Field(None, ge=1, description="N: proposals per round.")
+    rounds: int | None = Field(None, ge=0, description="Aggregation rounds; 0 is plain generation.")
+    proposal_temperature: float | None = Field(None, ge=0, le=2)
+    proposal_top_p: float | None = Field(None, gt=0, le=1)
+    proposal_max_tokens: int | None = Field(None, ge=1)
+    include_proposals: bool = Field(False, description="Return every round's outputs with the answer.")
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    aft: AftOptions | None = None
+
+    # Accepted so a client sending them gets a clear refusal rather than silence.
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    logprobs: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, reason) for the first requested feature the service does not provide."""
+        if self.tools or self.functions:
+            return "tools", "tool calling is not supported by the propose-and-aggregate service"
+        if self.logprobs:
+            return "logprobs", "logprobs are not supported: the answer is an aggregation of several samples"
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            return "response_format", "only response_format type 'text' is supported"
+        return None
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class RoundUsage(UsageInfo):
+    round: int
+    requests: int
+
+
+class AftLayer(BaseModel):
+    round: int
+    outputs: list[str]
+
+
+class AftAnswer(BaseModel):
+    """What propose-and-aggregate spent on one answer, and (on request) its drafts."""
+
+    index: int
+    usage_by_round: list[RoundUsage]
+    layers: list[AftLayer] | None = None
+
+
+class AftInfo(BaseModel):
+    """The response's `aft` field: the pipeline's shape and each answer's rounds."""
+
+    proposals: int
+    rounds: int
+    answers: list[AftAnswer]
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: UsageInfo
+    aft: AftInfo | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "aft"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo

@@ -1,0 +1,28 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.auth import Authorized
+from app.cancellation import ClientDisconnected, cancel_on_disconnect
+from app.deps import ChatServiceDep
+from app.protocol import ChatCompletion, ChatCompletionRequest
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+# Proxies (nginx) buffer responses unless told not to; SSE must flow token by token.
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, chat: ChatServiceDep,
+                                 _: Authorized) -> Response:
+    if body.stream:
+        return StreamingResponse(chat.stream(body), media_type="text/event-stream", headers=_SSE_HEADERS)
+    try:
+        completion = await cancel_on_disconnect(request, chat.complete(body))
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody is listening; the status is for access logs
+    return JSONResponse(completion.model_dump(exclude_none=True))

@@ -1,0 +1,83 @@
+"""Service configuration: one Settings object, from AFT_* environment variables or `aft serve` flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Each field is also an `aft serve --flag`."""
+
+    model_config = SettingsConfigDict(env_prefix="AFT_", env_file=None, extra="ignore")
+
+    # Where generations come from.
+    backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: in-process engine; openai: OpenAI-compatible upstream(s).")
+    model: str | None = Field(None, description="vllm backend: checkpoint path or hub id to load. openai backend: upstream model name (default: the upstream's first model).")
+    served_model_name: str | None = Field(None, description="Model id clients send and /v1/models lists (default: --model, or 'aft').")
+    upstream_url: str | None = Field(None, description="openai backend: base URL of the proposer upstream, as an OpenAI client takes it (http://host:8000/v1).")
+    upstream_api_key: str | None = Field(None, description="openai backend: API key for the proposer upstream.")
+    aggregator_upstream_url: str | None = Field(None, description="openai backend: base URL of the aggregator upstream (default: --upstream-url).")
+    aggregator_model: str | None = Field(None, description="openai backend: aggregator model name upstream (default: --model).")
+    aggregator_upstream_api_key: str | None = Field(None, description="openai backend: API key for the aggregator upstream (default: --upstream-api-key).")
+    upstream_timeout: float = Field(600.0, gt=0, description="openai backend: seconds one upstream call may take.")
+
+    # HTTP.
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys accepted (repeat the flag, or comma-separate AFT_API_KEYS). None: no auth.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
+    max_concurrent_requests: int = Field(256, gt=0, description="Chat requests served at once; more get 503 at once (no unbounded queue).")
+
+    # Propose-and-aggregate defaults and bounds (reference config: N=5, rounds=2).
+    default_proposals: int = Field(5, ge=1, description="N: proposals per round when the request does not say.")
+    default_rounds: int = Field(2, ge=0, description="Aggregation rounds when the request does not say (0: plain generation).")
+    max_proposals: int = Field(16, ge=1, description="Largest N a request may ask for.")
+    max_rounds: int = Field(4, ge=0, description="Most rounds a request may ask for.")
+    max_n: int = Field(8, ge=1, description="Most independent answers (n) per request.")
+    proposal_temperature: float = Field(0.7, ge=0, le=2, description="Temperature of proposals and intermediate rounds.")
+    proposal_top_p: float = Field(0.95, gt=0, le=1, description="top_p of proposals and intermediate rounds.")
+    proposal_max_tokens: int = Field(4096, gt=0, description="Token limit of each proposal / intermediate aggregation.")
+    temperature: float = Field(0.7, ge=0, le=2, description="Temperature of the final answer when the request does not say.")
+    top_p: float = Field(1.0, gt=0, le=1, description="top_p of the final answer when the request does not say.")
+    max_tokens: int | None = Field(None, gt=0, description="Token limit of the final answer when the request does not say (default: what fits).")
+
+    # vLLM engine (in-process backend).
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs to shard each layer over.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="vllm: pipeline stages.")
+    max_model_len: int | None = Field(None, gt=0, description="vllm: context length (default: the model's).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory for weights and KV cache.")
+    dtype: str = Field("auto", description="vllm: weight dtype (auto, bfloat16, float16, float32).")
+    enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache across requests sharing a prefix.")
+    max_num_seqs: int | None = Field(None, gt=0, description="vllm: most sequences batched at once.")
+    seed: int | None = Field(None, description="vllm: engine seed.")
+    trust_remote_code: bool = Field(False, description="vllm: allow model code from the checkpoint.")
+
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # AFT_API_KEYS=key1,key2 in the environment; a list from flags or code.
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.backend == "vllm" and not self.model:
+            raise ValueError("the vllm backend needs --model (AFT_MODEL): a checkpoint path or hub id")
+        if self.backend == "openai" and not self.upstream_url:
+            raise ValueError("the openai backend needs --upstream-url (AFT_UPSTREAM_URL)")
+        if self.default_proposals > self.max_proposals:
+            raise ValueError("default_proposals exceeds max_proposals")
+        if self.default_rounds > self.max_rounds:
+            raise ValueError("default_rounds exceeds max_rounds")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """The id clients use for this service's model."""
+        return self.served_model_name or self.model or "aft"

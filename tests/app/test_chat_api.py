@@ -1,0 +1,116 @@
+"""POST /v1/chat/completions through the OpenAI SDK and raw HTTP, on a scripted backend."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+from fakes import MODEL, ScriptedBackend, chat_body
+
+
+async def test_sdk_non_streaming_runs_the_pipeline(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:
+    completion = await sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=20, temperature=0.2)
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 5), ("aggregator", 5), ("aggregator", 1)]
+    assert completion.choices[0].message.content == backend.reply(backend.calls[-1], 0)
+    assert completion.choices[0].finish_reason == "stop"
+    final = backend.calls[-1].sampling
+    assert (final.temperature, final.max_tokens) == (0.2, 20)
+    prompt = sum(sum(len(m["content"]) for m in c.messages) for c in backend.calls)
+    assert completion.usage is not None and completion.usage.prompt_tokens == prompt
+    assert completion.usage.completion_tokens == 11  # one word per sample, 5 + 5 + 1 samples
+    aft = completion.model_extra["aft"]
+    assert aft["proposals"] == 5 and aft["rounds"] == 2
+    assert [r["requests"] for r in aft["answers"][0]["usage_by_round"]] == [1, 1, 1]
+    assert "layers" not in aft["answers"][0]
+
+
+async def test_aft_options_via_extra_body(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:
+    completion = await sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}],
+        extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_temperature": 1.1,
+                            "include_proposals": True}})
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 3), ("aggregator", 1)]
+    assert backend.calls[0].sampling.temperature == 1.1
+    layers = completion.model_extra["aft"]["answers"][0]["layers"]
+    assert layers == [{"round": 0, "outputs": [backend.reply(backend.calls[0], i) for i in range(3)]}]
+
+
+async def test_multi_turn_text_parts_and_system(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:
+    await sdk.chat.completions.create(model=MODEL, messages=[
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Bye?"}], extra_body={"aft": {"rounds": 1, "proposals": 2}})
+    proposer = backend.calls[0].messages
+    assert proposer == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hello there"},
+                        {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Bye?"}]
+    assert backend.calls[1].messages[0]["content"].startswith("Be terse.\n\nYou are a helpful aggregator.")
+
+
+async def test_n_gives_independent_answers(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:
+    completion = await sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], n=2, extra_body={"aft": {"rounds": 1}})
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert len(backend.calls) == 4
+
+
+async def test_sdk_streaming_chunks(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:
+    backend.reply = lambda call, i: f"{call.role} answer number {i}"
+    stream = await sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}, extra_body={"aft": {"proposals": 2, "rounds": 1}})
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "aggregator answer number 0"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 2 * 4 + 4
+    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + 12
+    assert backend.calls[-1].stream
+
+
+async def test_raw_stream_ends_with_done_and_shows_proposals(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", json=chat_body(
+        stream=True, aft={"proposals": 2, "rounds": 2, "include_proposals": True}))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [line[len("data: "):] for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    payloads = [json.loads(e) for e in events[:-1]]
+    layers = [p["aft"] for p in payloads if "aft" in p]
+    assert [(layer["round"], len(layer["outputs"])) for layer in layers] == [(0, 2), (1, 2)]
+    assert all(p["object"] == "chat.completion.chunk" and p["model"] == MODEL for p in payloads)
+    assert not any("usage" in p for p in payloads)
+
+
+async def test_error_mid_stream_is_one_error_event_then_done(
+        client: httpx.AsyncClient, backend: ScriptedBackend) -> None:
+    from serving.errors import UpstreamTimeout
+
+    backend.fail_on_call, backend.error = 2, UpstreamTimeout("aggregator upstream timed out after 5 s")
+    response = await client.post("/v1/chat/completions", json=chat_body(stream=True))
+    events = [line[len("data: "):] for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["message"] == "aggregator upstream timed out after 5 s" and error["type"] == "server_error"
+
+
+async def test_models_and_health(client: httpx.AsyncClient) -> None:
+    models = (await client.get("/v1/models")).json()
+    assert models == {"object": "list", "data": [
+        {"id": MODEL, "object": "model", "created": models["data"][0]["created"], "owned_by": "aft"}]}
+    assert (await client.get(f"/v1/models/{MODEL}")).status_code == 200
+    assert (await client.get("/health")).json() == {"status": "ok"}
+
+
+async def test_metrics_count_requests_and_tokens(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/chat/completions", json=chat_body(aft={"proposals": 2, "rounds": 1}))
+    text = (await client.get("/metrics")).text
+    assert 'aft_requests_total{status="200",stream="false"} 1.0' in text
+    assert 'aft_backend_requests_total{stage="proposals"} 1.0' in text
+    assert 'aft_backend_requests_total{stage="final"} 1.0' in text
+    assert 'aft_tokens_total{kind="completion",stage="proposals"} 2.0' in text

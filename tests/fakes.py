@@ -1,0 +1,91 @@
+"""A scripted in-memory backend for unit tests: records every call, answers deterministically."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.format import Message
+
+MODEL = "aft-test"
+
+
+def chat_body(**extra: Any) -> dict[str, Any]:
+    """A minimal valid chat request for MODEL, with overrides."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": "What is 2+2?"}], **extra}
+
+
+@dataclass
+class Call:
+    role: Role
+    messages: list[Message]
+    sampling: Sampling
+    n: int
+    stream: bool
+
+
+def default_reply(call: Call, i: int) -> str:
+    return f"{call.role}-{len(call.messages[0]['content'])}-{i}"
+
+
+@dataclass
+class ScriptedBackend:
+    """Each request costs len(system content) prompt tokens and one completion token per word."""
+
+    reply: Callable[[Call, int], str] = default_reply
+    fail_on_call: int | None = None
+    error: Exception | None = None
+    delay: float = 0.0
+    calls: list[Call] = field(default_factory=list)
+    cancelled: int = 0
+    started: bool = False
+    closed: bool = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def check_health(self) -> None:
+        if self.error is not None and self.fail_on_call is None:
+            raise self.error
+
+    def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            assert self.error is not None
+            raise self.error
+
+    @staticmethod
+    def usage(call: Call, texts: Sequence[str]) -> Usage:
+        prompt = sum(len(m["content"]) for m in call.messages)
+        return Usage(prompt, sum(len(t.split()) for t in texts), 1)
+
+    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
+        call = Call(role, list(messages), sampling, n, False)
+        self._record(call)
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        texts = [self.reply(call, i) for i in range(n)]
+        return Generation([Completion(t, "stop") for t in texts], self.usage(call, texts))
+
+    async def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[StreamDelta]:
+        call = Call(role, list(messages), sampling, 1, True)
+        self._record(call)
+        text = self.reply(call, 0)
+        words = text.split(" ")
+        try:
+            for i, word in enumerate(words):
+                await asyncio.sleep(self.delay)
+                yield StreamDelta(word if i == 0 else " " + word)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+        yield StreamDelta("", "stop", self.usage(call, [text]))

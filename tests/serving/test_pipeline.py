@@ -1,0 +1,125 @@
+"""The propose-and-aggregate pipeline on a scripted backend."""
+
+import asyncio
+
+import pytest
+from fakes import ScriptedBackend
+from serving.backends.base import Sampling
+from serving.errors import UpstreamTimeout
+from serving.format import aggregation_system
+from serving.pipeline import AnswerDelta, AnswerDone, LayerDone, Pipeline, PipelineParams
+
+CONVERSATION = [{"role": "user", "content": "What is 2+2?"}]
+DRAFTS = Sampling(temperature=0.7, top_p=0.95, max_tokens=64)
+FINAL = Sampling(temperature=0.3, top_p=1.0, max_tokens=32, stop=("###",), seed=11)
+
+
+def params(proposals: int = 5, rounds: int = 2) -> PipelineParams:
+    return PipelineParams(proposals=proposals, rounds=rounds, draft_sampling=DRAFTS, final_sampling=FINAL)
+
+
+async def test_reference_shape_one_request_per_layer() -> None:
+    backend = ScriptedBackend()
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(5, 2))
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 5), ("aggregator", 5), ("aggregator", 1)]
+    proposals = [f"proposer-1-{i}" for i in range(5)]
+    assert backend.calls[0].messages == [{"role": "system", "content": "\n"}, *CONVERSATION]
+    assert backend.calls[1].messages[0]["content"] == aggregation_system(proposals)
+    round1 = [c for c in answer.layers[1].outputs]
+    assert backend.calls[2].messages[0]["content"] == aggregation_system(round1)
+    assert answer.text == f"aggregator-{len(aggregation_system(round1))}-0"
+    assert [layer.round for layer in answer.layers] == [0, 1]
+
+
+async def test_drafts_use_draft_sampling_and_answer_final_sampling() -> None:
+    backend = ScriptedBackend()
+    await Pipeline(backend).run(CONVERSATION, params(3, 2))
+    assert backend.calls[0].sampling.temperature == 0.7 and backend.calls[0].sampling.top_p == 0.95
+    assert backend.calls[1].sampling.top_p == 0.95
+    final = backend.calls[2].sampling
+    assert (final.temperature, final.top_p, final.max_tokens, final.stop) == (0.3, 1.0, 32, ("###",))
+
+
+async def test_seed_differs_per_round_and_answer_but_is_reproducible() -> None:
+    backend = ScriptedBackend()
+    await Pipeline(backend).run(CONVERSATION, PipelineParams(2, 1, Sampling(0.7, 0.95, seed=5), FINAL), n=2)
+    seeds = sorted(c.sampling.seed for c in backend.calls)
+    assert len(set(seeds)) == 4
+    again = ScriptedBackend()
+    await Pipeline(again).run(CONVERSATION, PipelineParams(2, 1, Sampling(0.7, 0.95, seed=5), FINAL), n=2)
+    assert sorted(c.sampling.seed for c in again.calls) == seeds
+
+
+async def test_rounds_zero_is_plain_generation() -> None:
+    backend = ScriptedBackend()
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(5, 0))
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 1)]
+    assert answer.layers == [] and len(answer.usage_by_round) == 1
+
+
+async def test_one_proposal_is_sequential_self_refinement() -> None:
+    backend = ScriptedBackend()
+    await Pipeline(backend).run(CONVERSATION, params(1, 3))
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 1), ("aggregator", 1),
+                                                       ("aggregator", 1), ("aggregator", 1)]
+
+
+async def test_usage_totals_every_round() -> None:
+    backend = ScriptedBackend(reply=lambda call, i: "two words")
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(4, 2))
+    assert [u.completion_tokens for u in answer.usage_by_round] == [8, 8, 2]
+    assert answer.usage.requests == 3
+    assert answer.usage.prompt_tokens == sum(u.prompt_tokens for u in answer.usage_by_round)
+    assert answer.usage.completion_tokens == 18
+
+
+async def test_n_answers_are_independent_pipelines() -> None:
+    backend = ScriptedBackend()
+    answers = await Pipeline(backend).run(CONVERSATION, params(3, 1), n=3)
+    assert [a.index for a in answers] == [0, 1, 2]
+    assert len(backend.calls) == 3 * 2
+
+
+async def test_stream_yields_layers_then_tokens_then_done() -> None:
+    backend = ScriptedBackend(reply=lambda call, i: f"{call.role} says {i}")
+    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 2))]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["LayerDone", "LayerDone", "AnswerDelta", "AnswerDelta", "AnswerDelta", "AnswerDone"]
+    assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == "aggregator says 0"
+    done = events[-1]
+    assert isinstance(done, AnswerDone) and done.finish_reason == "stop"
+    assert done.usage.requests == 3 and done.usage.completion_tokens == 2 * 3 + 2 * 3 + 3
+    assert backend.calls[-1].stream
+
+
+async def test_stream_n_interleaves_answers_with_their_index() -> None:
+    backend = ScriptedBackend(delay=0.001)
+    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2)]
+    done = [e for e in events if isinstance(e, AnswerDone)]
+    assert sorted(e.index for e in done) == [0, 1]
+    assert sorted({e.index for e in events if isinstance(e, LayerDone)}) == [0, 1]
+
+
+async def test_error_in_a_layer_propagates() -> None:
+    backend = ScriptedBackend(fail_on_call=2, error=UpstreamTimeout("slow"))
+    with pytest.raises(UpstreamTimeout):
+        await Pipeline(backend).run(CONVERSATION, params(2, 2))
+    assert len(backend.calls) == 2
+
+
+async def test_failure_of_one_answer_cancels_the_others() -> None:
+    backend = ScriptedBackend(fail_on_call=1, error=UpstreamTimeout("slow"), delay=0.05)
+    with pytest.raises(UpstreamTimeout):
+        await Pipeline(backend).run(CONVERSATION, params(2, 1), n=3)
+    assert backend.cancelled >= 1
+
+
+async def test_closing_a_stream_cancels_the_backend_stream() -> None:
+    backend = ScriptedBackend(reply=lambda call, i: "a b c d e f", delay=0.01)
+    stream = Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2)
+    async for event in stream:
+        if isinstance(event, AnswerDelta):
+            break
+    await stream.aclose()
+    await asyncio.sleep(0)
+    assert backend.cancelled >= 1
