@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from serving.backends.base import Backend
-
 from app.settings import Settings
+from serving.backends.base import Backend
 
 
 def build_backend(settings: Settings) -> Backend:
@@ -12,7 +11,7 @@ def build_backend(settings: Settings) -> Backend:
         from serving.backends.vllm import EngineConfig, VLLMBackend
 
         assert settings.model is not None  # Settings validation guarantees it
-        return VLLMBackend(EngineConfig(
+        backend: Backend = VLLMBackend(EngineConfig(
             model=settings.model,
             tensor_parallel_size=settings.tensor_parallel_size,
             pipeline_parallel_size=settings.pipeline_parallel_size,
@@ -24,6 +23,7 @@ def build_backend(settings: Settings) -> Backend:
             trust_remote_code=settings.trust_remote_code,
             max_num_seqs=settings.max_num_seqs,
         ))
+        return backend
     from serving.backends.openai import OpenAIBackend, Upstream
 
     assert settings.upstream_url is not None
@@ -33,5 +33,6 @@ def build_backend(settings: Settings) -> Backend:
         settings.aggregator_model or settings.model,
         settings.aggregator_upstream_api_key or settings.upstream_api_key,
     )
-    return OpenAIBackend(proposer, aggregator, timeout=settings.upstream_timeout,
-                         max_connections=max(64, 4 * settings.max_concurrent_requests))
+    upstream: Backend = OpenAIBackend(proposer, aggregator, timeout=settings.upstream_timeout,
+                                      max_connections=max(64, 4 * settings.max_concurrent_requests))
+    return upstream

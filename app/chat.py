@@ -9,9 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from serving.errors import AFTError, InvalidRequest, Overloaded
-from serving.pipeline import AnswerDone, Pipeline, PipelineParams
-
 from app.errors import ModelNotFound, status_and_body
 from app.metrics import Metrics
 from app.params import conversation, pipeline_params
@@ -28,6 +25,8 @@ from app.protocol import (
 )
 from app.settings import Settings
 from app.streaming import sse_stream
+from serving.errors import AFTError, InvalidRequest, Overloaded
+from serving.pipeline import AnswerDone, Pipeline, PipelineParams
 
 logger = logging.getLogger(__name__)
 

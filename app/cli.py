@@ -33,9 +33,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(annotation) is typing.Literal:
             parser.add_argument(flag, choices=args, **common)
         else:
-            inner = [a for a in args if a is not type(None)] if isinstance(annotation, types.UnionType) else []
+            union = isinstance(annotation, types.UnionType)
+            inner: list[Any] = [a for a in args if a is not type(None)] if union else []
             kind = inner[0] if inner else annotation
-            parser.add_argument(flag, type=kind if kind in (int, float) else str, **common)
+            parser.add_argument(flag, type=int if kind is int else float if kind is float else str, **common)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from serving.backends.base import Backend
-from serving.pipeline import Pipeline
 
 from app.backend import build_backend
 from app.chat import ChatService
@@ -17,6 +15,8 @@ from app.limits import BodySizeLimit
 from app.metrics import Metrics
 from app.routes import chat, health, models
 from app.settings import Settings
+from serving.backends.base import Backend
+from serving.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from app.protocol import ChatCompletionRequest
+from app.settings import Settings
 from serving.backends.base import Sampling
 from serving.errors import InvalidRequest
 from serving.format import Message
 from serving.pipeline import PipelineParams
-
-from app.protocol import ChatCompletionRequest
-from app.settings import Settings
 
 
 def _bounded(value: int, limit: int, param: str, what: str) -> int:

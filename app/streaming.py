@@ -15,11 +15,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from app.errors import status_and_body
 from serving.backends.base import Usage
 from serving.errors import AFTError
 from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone
-
-from app.errors import status_and_body
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -11,18 +11,18 @@ T = TypeVar("T")
 _END = object()
 
 
-async def merge_streams(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[T]:
+async def merge_streams(streams: Sequence[AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
     """Yield items of all `streams` as they come. The first error cancels the others and is raised;
     closing the merged stream early cancels every source (so backends abort their requests)."""
     queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
 
-    async def pump(stream: AsyncIterator[T]) -> None:
+    async def pump(stream: AsyncGenerator[T, None]) -> None:
         try:
             async with aclosing(stream) as items:
                 async for item in items:
                     await queue.put((item, None))
             await queue.put((_END, None))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        except Exception as exc:
             await queue.put((_END, exc))
 
     tasks = [asyncio.create_task(pump(s)) for s in streams]

@@ -11,7 +11,7 @@ ignored); N = 1 with rounds >= 1 is sequential self-refinement.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -97,7 +97,7 @@ class Pipeline:
         self.backend = backend
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams,
-                      index: int) -> AsyncIterator[Layer]:
+                      index: int) -> AsyncGenerator[Layer, None]:
         outputs: list[str] = []
         for round_ in range(params.rounds):
             role: Role = "proposer" if round_ == 0 else "aggregator"
@@ -115,7 +115,7 @@ class Pipeline:
         return "aggregator", aggregator_messages(conversation, layers[-1].outputs)
 
     async def stream(self, conversation: Sequence[Message], params: PipelineParams, *,
-                     n: int = 1) -> AsyncIterator[Event]:
+                     n: int = 1) -> AsyncGenerator[Event, None]:
         """Run `n` independent pipelines; yield their events as they happen, answers token by token."""
         # aclosing: when our consumer stops early, close the inner generators at once, so
         # the backend aborts its request now rather than whenever the generator is collected.
@@ -126,7 +126,7 @@ class Pipeline:
                 yield event
 
     async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams,
-                          index: int) -> AsyncIterator[Event]:
+                          index: int) -> AsyncGenerator[Event, None]:
         layers: list[Layer] = []
         async with aclosing(self._drafts(conversation, params, index)) as drafts:
             async for layer in drafts:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,8 @@ class ScriptedBackend:
         texts = [self.reply(call, i) for i in range(n)]
         return Generation([Completion(t, "stop") for t in texts], self.usage(call, texts))
 
-    async def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[StreamDelta]:
+    async def stream(self, role: Role, messages: Sequence[Message],
+                     sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         call = Call(role, list(messages), sampling, 1, True)
         self._record(call)
         text = self.reply(call, 0)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from app.auth import Authorized
 from app.cancellation import ClientDisconnected, cancel_on_disconnect
 from app.deps import ChatServiceDep
 from app.protocol import ChatCompletion, ChatCompletionRequest
+from app.sse import EventStreamResponse
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -20,7 +21,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, chat: ChatServiceDep,
                                  _: Authorized) -> Response:
     if body.stream:
-        return StreamingResponse(chat.stream(body), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return EventStreamResponse(chat.stream(body), headers=_SSE_HEADERS)
     try:
         completion = await cancel_on_disconnect(request, chat.complete(body))
     except ClientDisconnected:

@@ -7,7 +7,7 @@ upstream connection), so an abandoned request stops costing compute.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -89,7 +89,7 @@ class Backend(Protocol):
         """Sample `n` completions of one chat prompt as ONE request (the samples share the prompt)."""
         ...
 
-    def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[StreamDelta]:
+    def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Sample one completion and yield its text as the engine produces it."""
         ...
 

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from app.main import create_app
-from app.settings import Settings
 from fakes import MODEL, ScriptedBackend
 from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import Settings
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from app.cli import main, make_parser
 from app.settings import Settings
 

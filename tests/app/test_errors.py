@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes import MODEL, ScriptedBackend, chat_body
+
 from serving.errors import (
     ContextLengthExceeded,
     UpstreamRateLimited,

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from fakes import ScriptedBackend
+
 from serving.backends.base import Sampling
 from serving.errors import UpstreamTimeout
 from serving.format import aggregation_system
