@@ -9,6 +9,8 @@ disconnects, and cancellation aborts the backend's requests.
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -21,10 +23,9 @@ class EventStreamResponse(StreamingResponse):
         async with anyio.create_task_group() as group:
 
             async def stream_then_stop() -> None:
-                try:
+                # OSError: the client went away mid-send, same as a disconnect.
+                with contextlib.suppress(OSError):
                     await self.stream_response(send)
-                except OSError:
-                    pass  # the client went away mid-send: same as a disconnect
                 group.cancel_scope.cancel()
 
             group.start_soon(stream_then_stop)
