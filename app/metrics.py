@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from serving.backends.base import Usage
@@ -46,4 +46,6 @@ class Metrics:
             self.backend_requests.labels(stage).inc(usage.requests)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        # The process-wide registry carries the process collectors (RSS, CPU, open fds) and,
+        # with the in-process backend, vLLM's own engine metrics (vllm:*).
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
