@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import openai
+from launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 from training.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -103,9 +103,12 @@ class Pipeline:
             role: Role = "proposer" if round_ == 0 else "aggregator"
             messages = (proposer_messages(conversation) if round_ == 0
                         else aggregator_messages(conversation, outputs))
-            generation = await self.backend.generate(
-                role, messages, _seeded(params.draft_sampling, index, round_), n=params.proposals)
-            outputs = [c.text for c in generation.completions]
+            sampling = _seeded(params.draft_sampling, index, round_)
+            # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
+            # generate one and repeat it (usage counts the tokens once, as they were spent).
+            copies = params.proposals if sampling.temperature == 0 else 1
+            generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
+            outputs = [c.text for c in generation.completions] * copies
             yield Layer(round_, outputs, generation.usage)
 
     @staticmethod

@@ -124,3 +124,12 @@ async def test_closing_a_stream_cancels_the_backend_stream() -> None:
     await stream.aclose()
     await asyncio.sleep(0)
     assert backend.cancelled >= 1
+
+
+async def test_greedy_drafts_are_one_sample_repeated() -> None:
+    backend = ScriptedBackend(reply=lambda call, i: "same words")
+    greedy = PipelineParams(4, 1, Sampling(0.0, 1.0), FINAL)
+    [answer] = await Pipeline(backend).run(CONVERSATION, greedy)
+    assert [(c.role, c.n) for c in backend.calls] == [("proposer", 1), ("aggregator", 1)]
+    assert answer.layers[0].outputs == ["same words"] * 4
+    assert answer.usage_by_round[0].completion_tokens == 2  # spent once

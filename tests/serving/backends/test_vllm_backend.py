@@ -8,6 +8,7 @@ a given finish use a fixed seed.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 import time
@@ -24,9 +25,12 @@ from serving.errors import BackendError, ContextLengthExceeded, InvalidRequest
 from serving.format import Message
 from training.tiny import build_tiny_model
 
-pytest.importorskip("vllm")
-
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.asyncio(loop_scope="module"),
+    # find_spec, not importorskip: importing vllm costs seconds even when these tests are deselected.
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
+]
 
 MAX_LEN = 512
 MESSAGES: list[Message] = [{"role": "system", "content": "\n"}, {"role": "user", "content": "hello world"}]

@@ -1,0 +1,146 @@
+"""The real service on loopback, driven by the official OpenAI SDK, on both backends:
+`vllm` (in-process engine on a tiny local model) and `openai` (against a real vLLM server).
+
+Engine work is counted from vLLM's own Prometheus metrics, not ours: the number of
+engine requests per pipeline (vllm:request_params_n counts one per request, whatever
+its n) and the tokens generated (vllm:generation_tokens).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+QUESTION = [{"role": "user", "content": "What is 17 + 25?"}]
+SHORT = {"max_tokens": 8, "extra_body": {"aft": {"proposal_max_tokens": 8}}}
+
+
+class Service:
+    def __init__(self, base_url: str, engine_metrics_url: str) -> None:
+        self.base_url = base_url
+        self.engine_metrics_url = engine_metrics_url
+        self.client = openai.OpenAI(base_url=base_url, api_key="test", max_retries=0)
+        self.async_client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+
+    def engine(self, name: str, **labels: str) -> float:
+        """Sum of the samples of an engine metric whose labels include `labels`."""
+        text = httpx.get(self.engine_metrics_url, timeout=10).text
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == name and labels.items() <= s.labels.items())
+
+
+@pytest.fixture(scope="session")
+def vllm_service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    port = free_port()
+    command = aft_serve_command(port, "--backend", "vllm", "--model", str(tiny_model),
+                                "--served-model-name", "aft", *CPU_ENGINE_FLAGS)
+    log = tmp_path_factory.mktemp("aft-vllm") / "server.log"
+    with running(command, f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV):
+        # The in-process engine's metrics are exposed by the service itself.
+        yield Service(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/metrics")
+
+
+@pytest.fixture(scope="session")
+def openai_service(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    port = free_port()
+    command = aft_serve_command(port, "--backend", "openai", "--upstream-url", vllm_server,
+                                "--served-model-name", "aft")
+    log = tmp_path_factory.mktemp("aft-openai") / "server.log"
+    with running(command, f"http://127.0.0.1:{port}/health", log, timeout=60):
+        yield Service(f"http://127.0.0.1:{port}/v1", vllm_server.removesuffix("/v1") + "/metrics")
+
+
+@pytest.fixture(params=["vllm", "openai"])
+def service(request: pytest.FixtureRequest) -> Service:
+    return request.getfixturevalue(f"{request.param}_service")  # type: ignore[no-any-return]
+
+
+def test_non_streaming_counts_requests_and_tokens(service: Service) -> None:
+    requests, generated = service.engine("vllm:request_params_n_count"), service.engine("vllm:generation_tokens_total")
+    completion = service.client.chat.completions.create(model="aft", messages=QUESTION, **SHORT)  # type: ignore[arg-type]
+    assert isinstance(completion.choices[0].message.content, str)
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    # Default pipeline: N = 5 proposals, 5 aggregations, 1 answer: three engine requests.
+    assert service.engine("vllm:request_params_n_count") - requests == 3
+    usage = completion.usage
+    assert usage is not None and usage.prompt_tokens > 0
+    assert usage.completion_tokens == service.engine("vllm:generation_tokens_total") - generated
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    rounds = completion.model_extra["aft"]["answers"][0]["usage_by_round"]
+    assert [r["requests"] for r in rounds] == [1, 1, 1]
+    assert sum(r["completion_tokens"] for r in rounds) == usage.completion_tokens
+    assert rounds[0]["completion_tokens"] <= 5 * 8
+
+
+@pytest.mark.parametrize(("aft", "n", "expected_requests"), [
+    ({"rounds": 0}, 1, 1), ({"proposals": 3, "rounds": 1}, 1, 2), ({"proposals": 2, "rounds": 3}, 1, 4),
+    ({"proposals": 2, "rounds": 1}, 2, 4)])
+def test_pipeline_shape_from_extra_body(service: Service, aft: dict[str, int], n: int,
+                                        expected_requests: int) -> None:
+    before = service.engine("vllm:request_params_n_count")
+    completion = service.client.chat.completions.create(
+        model="aft", messages=QUESTION, max_tokens=8, n=n,
+        extra_body={"aft": {**aft, "proposal_max_tokens": 8, "include_proposals": True}})
+    assert service.engine("vllm:request_params_n_count") - before == expected_requests
+    assert len(completion.choices) == n
+    layers = completion.model_extra["aft"]["answers"][0]["layers"]
+    assert [len(layer["outputs"]) for layer in layers] == [aft.get("proposals", 5)] * aft["rounds"]
+
+
+async def test_streaming_delivers_tokens_and_usage(service: Service) -> None:
+    generated = service.engine("vllm:generation_tokens_total")
+    stream = await service.async_client.chat.completions.create(
+        model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True},
+        max_tokens=16, extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 8}})
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2  # token by token, not one buffered chunk
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (
+        ["stop"], ["length"])
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert usage.completion_tokens == service.engine("vllm:generation_tokens_total") - generated
+
+
+def test_sdk_errors_are_openai_shaped(service: Service) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        service.client.chat.completions.create(model="gpt-4o", messages=QUESTION)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        service.client.chat.completions.create(model="aft", messages=QUESTION, extra_body={"aft": {"rounds": 99}})
+    assert bad.value.param == "aft.rounds"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        service.client.chat.completions.create(
+            model="aft", messages=[{"role": "user", "content": "seven " * 3000}], max_tokens=4)
+    assert too_long.value.code == "context_length_exceeded"
+
+
+def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> None:
+    # Greedy decoding of the tiny model never meets its end token, so an unaborted draft
+    # runs to its 1500 tokens (seconds on a CPU). vLLM counts aborted requests nowhere;
+    # an abort shows as the engine going idle with far fewer tokens generated.
+    generated = service.engine("vllm:generation_tokens_total")
+    with httpx.stream("POST", service.base_url + "/chat/completions", timeout=60, json={
+            "model": "aft", "messages": QUESTION, "stream": True, "max_tokens": 1500,
+            "aft": {"proposals": 1, "rounds": 1, "proposal_temperature": 0, "proposal_max_tokens": 1500}}
+            ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                break  # the role chunk: the draft is being generated; walk away
+    deadline = time.monotonic() + 30
+    while service.engine("vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
+        time.sleep(0.2)
+    assert service.engine("vllm:generation_tokens_total") - generated < 1500
+    seen = httpx.get(service.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in seen

@@ -1,0 +1,149 @@
+"""OpenAIBackend against a real vLLM OpenAI server on loopback (the session `vllm_server` fixture).
+
+Engine work is read from vLLM's own Prometheus metrics: vllm:request_params_n is observed once per
+engine request with its n, while vllm:request_success_total counts every finished sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.backends.base import Sampling
+from serving.backends.openai import OpenAIBackend, Upstream
+from serving.errors import ContextLengthExceeded, UpstreamUnavailable
+from serving.format import Message
+
+pytestmark = pytest.mark.integration
+
+MESSAGES: list[Message] = [{"role": "system", "content": "\n"}, {"role": "user", "content": "What is 2+2?"}]
+# Greedy decoding of the tiny model never meets its end token: it runs to max_tokens (~3 s for 2000).
+LONG = Sampling(temperature=0.0, top_p=1.0, max_tokens=2000)
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The real network transport, counting the requests that go through it."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.posts = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.posts += request.method == "POST"
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def engine_metric(base_url: str, name: str, **labels: str) -> float:
+    """Sum of the samples of one of vLLM's metrics whose labels include `labels`."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(base_url.removesuffix("/v1") + "/metrics")).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and labels.items() <= s.labels.items())
+
+
+@pytest.fixture
+async def transport() -> CountingTransport:
+    return CountingTransport()
+
+
+@pytest.fixture
+async def backend(vllm_server: str, transport: CountingTransport) -> AsyncIterator[OpenAIBackend]:
+    backend = OpenAIBackend(Upstream(vllm_server), transport=transport, timeout=60)  # model discovered
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+async def test_n_samples_are_one_engine_request(backend: OpenAIBackend, vllm_server: str,
+                                                transport: CountingTransport) -> None:
+    await backend.check_health()
+    requests_before = await engine_metric(vllm_server, "vllm:request_params_n_count")
+    samples_before = await engine_metric(vllm_server, "vllm:request_params_n_sum")
+    generation = await backend.generate("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=8, seed=1), n=3)
+    assert len(generation.completions) == 3
+    assert all(c.finish_reason in ("stop", "length") for c in generation.completions)
+    assert transport.posts == 1
+    assert await engine_metric(vllm_server, "vllm:request_params_n_count") - requests_before == 1
+    assert await engine_metric(vllm_server, "vllm:request_params_n_sum") - samples_before == 3
+    usage = generation.usage
+    # vLLM reports the prompt once (not once per sample) and the completion tokens of all samples.
+    assert usage.requests == 1 and 0 < usage.prompt_tokens < 40 and 3 <= usage.completion_tokens <= 24
+
+
+async def test_stream_reports_finish_and_usage(backend: OpenAIBackend, transport: CountingTransport) -> None:
+    deltas = [d async for d in backend.stream("aggregator", MESSAGES, Sampling(0.0, 1.0, max_tokens=12))]
+    *pieces, last = deltas
+    assert pieces and all(d.text and d.finish_reason is None and d.usage is None for d in pieces)
+    assert last.text == "" and last.finish_reason == "length"
+    assert last.usage is not None and last.usage.requests == 1
+    assert last.usage.prompt_tokens > 0 and last.usage.completion_tokens == 12
+    assert transport.posts == 1
+
+
+async def engine_work(base_url: str) -> tuple[float, float]:
+    """Requests the engine finished (for any reason it counts) and tokens it generated, so far."""
+    return (await engine_metric(base_url, "vllm:request_success_total"),
+            await engine_metric(base_url, "vllm:generation_tokens_total"))
+
+
+async def assert_aborted(base_url: str, before: tuple[float, float]) -> None:
+    # vLLM 0.32 counts an aborted request under no finished_reason (not even "abort"), so an abort shows as
+    # the engine going idle with no request finished and fewer tokens generated than max_tokens.
+    await wait_for_metric(base_url, "vllm:num_requests_running", at_most=0)
+    finished, generated = await engine_work(base_url)
+    assert finished == before[0]
+    assert generated - before[1] < LONG.max_tokens  # type: ignore[operator]
+
+
+async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
+    before = await engine_work(vllm_server)
+    deltas = backend.stream("proposer", MESSAGES, LONG)
+    assert (await anext(deltas)).text
+    await deltas.aclose()
+    await assert_aborted(vllm_server, before)
+
+
+async def test_cancelling_generate_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str,
+                                                             transport: CountingTransport) -> None:
+    before = await engine_work(vllm_server)
+    task = asyncio.create_task(backend.generate("proposer", MESSAGES, LONG, n=1))
+    # Not polled from /metrics: while it generates, vLLM's API process is slow to answer (it detokenizes
+    # every step), so by the time a poll returns the request could be done.
+    while not transport.posts:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # in flight upstream, far from its 2000 tokens
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_aborted(vllm_server, before)
+
+
+async def test_upstream_refusals_map_to_domain_errors(backend: OpenAIBackend, vllm_server: str) -> None:
+    too_long: list[Message] = [{"role": "user", "content": "hello world " * 2000}]
+    with pytest.raises(ContextLengthExceeded, match="maximum context length is 2048"):
+        await backend.generate("proposer", too_long, Sampling(1.0, 1.0, max_tokens=4), n=1)
+    with pytest.raises(ContextLengthExceeded, match="max_model_len"):
+        _ = [d async for d in backend.stream("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=5000))]
+    wrong_model = OpenAIBackend(Upstream(vllm_server, "no-such-model"))
+    await wrong_model.start()
+    try:
+        with pytest.raises(UpstreamUnavailable, match=r"answered 404.*misconfigured"):
+            await wrong_model.generate("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=4), n=1)
+    finally:
+        await wrong_model.close()
+
+
+async def wait_for_metric(base_url: str, name: str, *, at_least: float = float("-inf"),
+                          at_most: float = float("inf"), timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not at_least <= (value := await engine_metric(base_url, name)) <= at_most:
+        assert loop.time() < deadline, f"{name} stayed at {value}, not in [{at_least}, {at_most}]"
+        await asyncio.sleep(0.05)
