@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from serving.manifest import read_manifest
+
+logger = logging.getLogger(__name__)
+
+# aft.json recommendation -> the Settings field it becomes the default of.
+_RECOMMENDED_FIELDS = {
+    "proposals": "default_proposals", "rounds": "default_rounds",
+    "proposal_temperature": "proposal_temperature", "proposal_top_p": "proposal_top_p",
+    "temperature": "temperature", "top_p": "top_p",
+}
 
 
 class Settings(BaseSettings):
@@ -81,3 +94,25 @@ class Settings(BaseSettings):
     def model_id(self) -> str:
         """The id clients use for this service's model."""
         return self.served_model_name or self.model or "aft"
+
+
+def with_manifest_defaults(settings: Settings) -> Settings:
+    """Settings whose defaults come from the checkpoint's aft.json, when --model is a directory with one.
+
+    Precedence: flags > AFT_* variables > aft.json > built-in defaults (a field set by a flag
+    or variable is in `model_fields_set` and keeps its value). Raises ManifestError (and
+    UnknownFormatVersion) for an unusable manifest, pydantic's ValidationError when a
+    recommendation breaks a bound (e.g. proposals above --max-proposals).
+    """
+    if settings.backend != "vllm" or not settings.model or not Path(settings.model).is_dir():
+        return settings
+    manifest = read_manifest(settings.model)
+    if manifest is None:
+        return settings
+    defaults = {_RECOMMENDED_FIELDS[name]: value for name, value in manifest.recommended.as_dict().items()
+                if _RECOMMENDED_FIELDS[name] not in settings.model_fields_set}
+    logger.info("aft.json (format %d): defaults %s", manifest.format_version, defaults or "none")
+    if not defaults:
+        return settings
+    values: dict[str, Any] = {**settings.model_dump(include=settings.model_fields_set), **defaults}
+    return Settings(**values)

@@ -1,0 +1,105 @@
+"""aft eval: the statistics, the rows it measures on a scripted backend, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from fakes import Call, ScriptedBackend
+
+from serving.backends.base import Sampling
+from serving.format import AGGREGATION_TEMPLATE
+from training.evaluate import (
+    AFT_DIRECT,
+    AFT_GREEDY,
+    AFT_PA,
+    AFT_PROPOSAL_MAJORITY,
+    SFT_DRAFT,
+    SFT_GREEDY,
+    SFT_MAJORITY,
+    SFT_ONE,
+    Results,
+    Row,
+    evaluate,
+    majority_vote,
+    markdown_table,
+    wilson_interval,
+    write_results,
+)
+from training.toy import MultiplicationTask
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    low, high = wilson_interval(81, 100)
+    assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)  # textbook: 81/100 -> 0.722..0.875
+    assert wilson_interval(0, 50)[0] == 0.0 and 0 < wilson_interval(0, 50)[1] < 0.08
+    assert wilson_interval(50, 50)[1] == pytest.approx(1.0) and wilson_interval(50, 50)[0] > 0.92
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_interval_narrows_with_more_problems() -> None:
+    small, large = wilson_interval(60, 100), wilson_interval(600, 1000)
+    assert small[1] - small[0] > 2.5 * (large[1] - large[0])
+
+
+def test_majority_vote_counts_whole_answers_and_breaks_ties_by_first_seen() -> None:
+    assert majority_vote(["12", "13", "12"]) == "12"
+    assert majority_vote(["13", "12", "12", "13"]) == "13"
+    assert majority_vote([None, None, "7"]) == "7"
+    assert majority_vote([None]) is None
+    assert majority_vote([]) is None
+
+
+def scripted_multiplier(call: Call, i: int) -> str:
+    """Aggregations always right; greedy always wrong; other samples right at odd indexes only."""
+    a, k = map(int, re.findall(r"\d+", call.messages[-1]["content"]))
+    if AGGREGATION_TEMPLATE in call.messages[0]["content"]:
+        return str(a * k)
+    if call.sampling.temperature == 0:
+        return str(a * k + 1)
+    return str(a * k) if i % 2 else str(a * k + 10 * i + 1)  # sample 0 wrong, 1 right, 2 wrong (differently)...
+
+
+async def test_evaluate_measures_every_row_on_the_same_problems(tmp_path: Path) -> None:
+    task = MultiplicationTask(4)
+    sft, aft = ScriptedBackend(reply=scripted_multiplier), ScriptedBackend(reply=scripted_multiplier)
+    draft, final = Sampling(1.0, 1.0, 16), Sampling(0.7, 1.0, 16)
+    results = await evaluate(sft, aft, task, problems=20, seed=5, draft=draft, final=final,
+                             proposals=[1, 2, 3], rounds=[1, 2])
+    assert sft.started and sft.closed and aft.started and aft.closed
+    assert results.problems == 20 and all(row.total == 20 for row in results.rows)
+    assert results.find(SFT_GREEDY).accuracy == 0.0
+    assert results.find(SFT_ONE).accuracy == 0.0  # sample 0 is a wrong one
+    assert results.find(SFT_DRAFT).accuracy == 0.0
+    assert results.find(SFT_MAJORITY, 2).accuracy == 0.0  # a 1-1 tie goes to the first seen
+    assert results.find(SFT_MAJORITY, 3).accuracy == 0.0  # three different answers
+    assert results.find(AFT_GREEDY).accuracy == 0.0
+    assert results.find(AFT_DIRECT).accuracy == 0.0
+    for n in (1, 2, 3):
+        for r in (1, 2):
+            assert results.find(AFT_PA, n, r).accuracy == 1.0
+    assert results.find(AFT_PROPOSAL_MAJORITY, 3).accuracy == 0.0
+    # Drafts were sampled as asked, the final answer as asked, one request a layer.
+    pa = [c for c in aft.calls if AGGREGATION_TEMPLATE in c.messages[0]["content"]]
+    assert {c.sampling for c in aft.calls if c.n == 3} == {draft}
+    assert final in {c.sampling for c in pa}
+
+
+def test_write_results_writes_json_markdown_and_png(tmp_path: Path) -> None:
+    results = Results("toy addition", 100, {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16},
+                      {"temperature": 0.7, "top_p": 1.0, "max_tokens": 16})
+    results.rows = [Row(SFT_GREEDY, "sft", 1, 0, 70, 100), Row(SFT_DRAFT, "sft", 1, 0, 50, 100),
+                    Row(SFT_MAJORITY, "sft", 4, 0, 60, 100), Row(AFT_DIRECT, "aft", 1, 0, 55, 100),
+                    Row(AFT_PA, "aft", 1, 1, 60, 100), Row(AFT_PA, "aft", 4, 1, 90, 100),
+                    Row(AFT_PA, "aft", 4, 2, 93, 100), Row(AFT_PROPOSAL_MAJORITY, "aft", 4, 0, 62, 100)]
+    paths = write_results(results, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["problems"] == 100 and len(data["rows"]) == 8
+    assert data["rows"][5]["accuracy"] == 0.9 and data["rows"][5]["ci_low"] < 0.9 < data["rows"][5]["ci_high"]
+    table = paths["markdown"].read_text()
+    assert "| AFT, propose-and-aggregate | 4 | 1 | 90.0% | 82.6-94.5 | 90 / 100 |" in table
+    assert sum(line.startswith("|") for line in table.splitlines()) == 10  # header, rule, 8 rows
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert markdown_table(results) in table

@@ -1,0 +1,169 @@
+"""`aft data`: build AFT training rows (off-policy or on-policy) and validate them.
+
+    aft data off-policy ultrafeedback.jsonl -o data/train.jsonl --n 3 --limit 64000 --sft-ratio 0.25
+    aft data on-policy queries.jsonl -o data/train.jsonl --model meta-llama/Llama-3.1-8B --n 5
+    aft data validate data/train.jsonl
+
+Each build writes the rows and, beside them, NAME.summary.json (how they were built),
+which `aft export` copies into the checkpoint's aft.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving.backends.base import Sampling
+from training.data import (
+    Row,
+    Sample,
+    load_rows,
+    mix_sft,
+    off_policy_samples,
+    on_policy_samples,
+    summary_path,
+    validate_jsonl,
+    validate_rows,
+    write_jsonl,
+)
+
+
+def _write(samples: list[Sample], args: argparse.Namespace, recipe: dict[str, Any]) -> int:
+    aft = [sample.aft_row() for sample in samples]
+    rows: list[Row] = mix_sft(aft, [s.sft_row() for s in samples], args.sft_ratio, args.seed) if args.sft_ratio else aft
+    validate_rows(rows)  # a builder bug must not reach a training run
+    write_jsonl(rows, args.output)
+    summary = {**recipe, "source": args.source, "seed": args.seed, "limit": args.limit, "sft_ratio": args.sft_ratio,
+               "aft_examples": len(aft), "sft_examples": len(rows) - len(aft),
+               "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    summary_path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{args.output}: {len(aft)} aggregation + {len(rows) - len(aft)} plain examples")
+    return 0
+
+
+def off_policy(args: argparse.Namespace) -> int:
+    samples = off_policy_samples(
+        load_rows(args.source, split=args.split, name=args.name), n=args.n, reference=args.reference,
+        target_in_proposals=args.target_in_proposals, shuffle=args.shuffle, seed=args.seed, limit=args.limit,
+        score=args.score)
+    return _write(samples, args, {
+        "builder": "off-policy", "split": args.split, "n": args.n, "shuffle": args.shuffle,
+        "target": f"reference:{args.reference}" if args.reference else "best-rated",
+        "target_in_proposals": args.target_in_proposals})
+
+
+def _tokenizer_with_template(model: str, template: str, directory: str) -> str:
+    # The engine renders prompts with its tokenizer's template; a base model may have none.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.chat_template = Path(template).read_text(encoding="utf-8")
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+async def _sample_on_policy(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[Sample]:
+    from tqdm import tqdm
+
+    from serving.backends.vllm import EngineConfig, VLLMBackend
+
+    tokenizer = _tokenizer_with_template(args.model, args.chat_template, workdir) if args.chat_template else None
+    backend = VLLMBackend(EngineConfig(
+        model=args.model, tokenizer=tokenizer, max_model_len=args.max_model_len, dtype=args.dtype, seed=args.seed,
+        gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+        trust_remote_code=args.trust_remote_code))
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    await backend.start()
+    try:
+        with tqdm(total=len(rows), desc="queries", unit="q") as bar:
+            return await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
+                                           concurrency=args.concurrency, progress=bar.update)
+    finally:
+        await backend.close()
+
+
+def on_policy(args: argparse.Namespace) -> int:
+    rows = load_rows(args.source, split=args.split, name=args.name)
+    if args.shuffle:
+        random.Random(args.seed).shuffle(rows)
+    rows = rows[:args.limit] if args.limit is not None else rows
+    with tempfile.TemporaryDirectory() as workdir:
+        samples = asyncio.run(_sample_on_policy(args, rows, workdir))
+    return _write(samples, args, {
+        "builder": "on-policy", "split": args.split, "n": args.n, "shuffle": args.shuffle, "model": args.model,
+        "target": f"reference:{args.reference}", "proposal_temperature": args.temperature,
+        "proposal_top_p": args.top_p, "proposal_max_tokens": args.max_tokens})
+
+
+def validate(args: argparse.Namespace) -> int:
+    print(f"{args.file}: {validate_jsonl(args.file)} rows, all valid")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, n: int) -> None:
+    parser.add_argument("source", help="JSONL file or a `datasets` source (json/parquet/csv file, directory, hub id).")
+    parser.add_argument("-o", "--output", required=True, help="Rows to write (JSONL).")
+    parser.add_argument("--n", type=int, default=n, help=f"Proposals per example (default {n}).")
+    parser.add_argument("--split", default="train", help="Split of a `datasets` source.")
+    parser.add_argument("--name", help="Configuration name of a `datasets` source.")
+    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                        help="Visit the source rows in a random (seeded) order before --limit.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of shuffling, proposal choice and mixing.")
+    parser.add_argument("--limit", type=int, help="At most this many aggregation examples.")
+    parser.add_argument("--sft-ratio", type=float, default=0.0,
+                        help="Add this many plain answering examples per aggregation example (e.g. 0.25).")
+
+
+def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Build and validate AFT training rows.")
+    commands = parser.add_subparsers(dest="data_command", required=True)
+    off = commands.add_parser("off-policy", help="Proposals from other models' completions (UltraFeedback layout).")
+    _common(off, 3)
+    off.add_argument("--reference", help="Column holding the target (default: the best-rated completion).")
+    off.add_argument("--target-in-proposals", action="store_true",
+                     help="Let the target also be one of the proposals (default: drawn from the others).")
+    off.add_argument("--score", help="Rating field to rank completions by (default: fine-grained, then overall).")
+    off.set_defaults(handler=off_policy)
+
+    on = commands.add_parser("on-policy", help="Proposals sampled from --model on the in-process vLLM backend.")
+    _common(on, 5)
+    on.add_argument("--model", required=True, help="Model that writes the proposals (the one being tuned).")
+    on.add_argument("--reference", default="reference", help="Column holding the target answer.")
+    on.add_argument("--chat-template", help="Jinja chat template for a model without one (use training's).")
+    on.add_argument("--temperature", type=float, default=0.7, help="Proposal temperature (reference: 0.7).")
+    on.add_argument("--top-p", type=float, default=0.95, help="Proposal top_p (reference: 0.95).")
+    on.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each proposal.")
+    on.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
+    on.add_argument("--max-model-len", type=int, help="vllm: context length (default: the model's).")
+    on.add_argument("--dtype", default="auto", help="vllm: weight dtype.")
+    on.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: fraction of GPU memory.")
+    on.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model.")
+    on.add_argument("--trust-remote-code", action="store_true", help="vllm: allow model code from the checkpoint.")
+    on.set_defaults(handler=on_policy)
+
+    check = commands.add_parser("validate", help="Check a rows file; the first bad line is named.")
+    check.add_argument("file")
+    check.set_defaults(handler=validate)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.handler(args)
+    except (ValueError, OSError) as exc:  # DataError names the file and line
+        print(f"aft data {args.data_command}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(make_parser("python -m training.data_cli").parse_args()))

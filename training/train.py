@@ -1,0 +1,162 @@
+"""`aft train`: fine-tune a model on AFT rows with TRL's SFTTrainer, the loss on the completion only.
+
+    aft train --config training/configs/tiny-cpu.yaml --max-steps 20
+    accelerate launch -m training.train --config training/configs/llama31-8b-lora.yaml   # several GPUs
+
+The rows are TRL's conversational prompt/completion format (training/rows.py), so the
+prompt (query and drafts) is masked out of the loss and the model learns to write the
+aggregation given them. Full fine-tuning or LoRA; checkpoints every `save_steps` make a
+run resumable (`resume: latest`). The final model goes to OUTPUT_DIR/final with its
+tokenizer and this run's config (aft_train.json), which `aft export` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.config import TrainConfig, add_config_arguments, config_from_args
+from training.rows import read_jsonl, validate_jsonl
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import PreTrainedTokenizerBase
+    from trl import SFTConfig, SFTTrainer
+
+logger = logging.getLogger(__name__)
+
+TRAIN_RECORD = "aft_train.json"
+"""The run's TrainConfig, saved beside the final model (base model and data for `aft export`)."""
+
+
+def bf16_enabled(setting: str) -> bool:
+    """bf16 mixed precision for "true"/"false"/"auto"; auto: a CUDA device that has bf16."""
+    if setting != "auto":
+        return setting == "true"
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_tokenizer(config: TrainConfig) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with the configured chat template; refuses one that has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    if config.chat_template:
+        tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
+    if not tokenizer.chat_template:
+        # Training and serving both render rows with the chat template; without one there is no format.
+        raise ValueError(f"{config.model} has no chat template: give one with --chat-template FILE.jinja")
+    return tokenizer
+
+
+def sft_config(config: TrainConfig) -> SFTConfig:
+    """TRL's SFTConfig for this run."""
+    from trl import SFTConfig
+
+    extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
+    return SFTConfig(
+        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation, max_length=config.max_length,
+        warmup_steps=config.warmup, lr_scheduler_type=config.scheduler, weight_decay=config.weight_decay,
+        seed=config.seed, gradient_checkpointing=config.gradient_checkpointing, bf16=bf16_enabled(config.bf16),
+        use_cpu=config.use_cpu, logging_steps=config.logging_steps, save_steps=config.save_steps,
+        report_to=config.report_to, model_init_kwargs={"dtype": config.model_dtype},
+        # Explicit although it is TRL's default for prompt/completion rows: the loss must never
+        # fall on the drafts or the template, only on the aggregation.
+        completion_only_loss=True, **extra,
+    )
+
+
+def lora_config(config: TrainConfig) -> LoraConfig | None:
+    """The peft LoRA config when the run trains adapters, else None (full fine-tuning)."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM")
+
+
+def build_trainer(config: TrainConfig) -> SFTTrainer:
+    """An SFTTrainer over the validated rows (tokenized, labels masked); `train` runs it."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    validate_jsonl(config.data)
+    dataset = Dataset.from_list(read_jsonl(config.data))
+    trainer = SFTTrainer(model=config.model, args=sft_config(config), train_dataset=dataset,
+                         processing_class=load_tokenizer(config), peft_config=lora_config(config))
+    kept = len(trainer.train_dataset)
+    if kept < len(dataset):
+        logger.warning("%d of %d examples had no completion token within max_length=%s and were dropped",
+                       len(dataset) - kept, len(dataset), config.max_length)
+    return trainer
+
+
+def resume_checkpoint(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from: config.resume, with 'latest' looked up in output_dir."""
+    if config.resume is None:
+        return None
+    if config.resume != "latest":
+        return config.resume
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    logger.info("resume: %s", last or f"no checkpoint in {config.output_dir}, starting fresh")
+    return last
+
+
+def train(config: TrainConfig) -> Path:
+    """Run the training; returns OUTPUT_DIR/final (full weights, or the LoRA adapter, with the tokenizer).
+
+    OUTPUT_DIR/trainer_state.json keeps the run's log (loss by step).
+    """
+    trainer = build_trainer(config)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(config))
+    trainer.save_state()
+    final = Path(config.output_dir) / "final"
+    trainer.save_model(str(final))  # every rank: sharded (FSDP, ZeRO-3) weights are gathered here
+    if trainer.is_world_process_zero():
+        (final / TRAIN_RECORD).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return final
+
+
+def make_parser(prog: str = "aft train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer. Every TrainConfig "
+                               "field is a flag and a key of the --config YAML file; flags win.")
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of the fields below.")
+    add_config_arguments(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        validate_jsonl(config.data)
+    except (ValueError, OSError) as exc:  # DataError is a ValueError: names the bad line
+        print(f"aft train: {exc}", file=sys.stderr)
+        return 2
+    final = train(config)
+    print(f"model: {final}")
+    # Under `accelerate launch` every rank runs main; one export is enough.
+    if config.export_dir and os.environ.get("RANK", "0") == "0":
+        from training.export import export
+
+        print(f"exported: {export(final, config.export_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(make_parser("python -m training.train").parse_args()))
+
