@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 
 from app.errors import ModelNotFound, status_and_body
@@ -26,7 +27,7 @@ from app.protocol import (
 from app.settings import Settings
 from app.streaming import sse_stream
 from serving.errors import AFTError, InvalidRequest, Overloaded
-from serving.pipeline import AnswerDone, Pipeline, PipelineParams
+from serving.pipeline import AnswerDone, Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +119,9 @@ class ChatService:
         self._check(request)
         params = pipeline_params(request, self.settings)
         self.admission.acquire()
-        return self._stream(request, params)
-
-    async def _stream(self, request: ChatCompletionRequest, params: PipelineParams) -> AsyncIterator[str]:
         start = time.perf_counter()
-        outcome = {"status": "disconnected"}
         metrics = self.metrics
+        outcome = {"status": "disconnected", "open": True}
 
         def failed(exc: Exception) -> None:
             outcome["status"] = str(status_and_body(exc)[0]) if isinstance(exc, AFTError) else "500"
@@ -134,19 +132,26 @@ class ChatService:
         def answered(done: AnswerDone) -> None:
             metrics.record_usage(done.usage_by_round, params.rounds)
 
-        options = request.stream_options
-        try:
-            async for line in sse_stream(
-                    self.pipeline.stream(conversation(request), params, n=request.n),
-                    request_id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, created=int(time.time()),
-                    n=request.n, proposals=params.proposals, rounds=params.rounds,
-                    include_usage=bool(options and options.include_usage),
-                    include_proposals=bool(request.aft and request.aft.include_proposals),
-                    on_first_token=first_token, on_answer=answered, on_error=failed):
-                yield line
-            if outcome["status"] == "disconnected":
+        def closed(finished: bool) -> None:
+            if not outcome["open"]:
+                return
+            outcome["open"] = False
+            if finished and outcome["status"] == "disconnected":
                 outcome["status"] = "200"
-        finally:
             self.admission.release()
             metrics.requests.labels("true", outcome["status"]).inc()
             metrics.latency.labels("true").observe(time.perf_counter() - start)
+
+        options = request.stream_options
+        # The stream is the generator itself (no wrapper re-yielding each token); it releases the
+        # admission when it ends, and the finalizer does when it is dropped before it ever started
+        # (a client gone before the response began: a generator never started runs no finally).
+        lines = sse_stream(
+            self.pipeline.stream(conversation(request), params, n=request.n),
+            request_id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, created=int(time.time()),
+            n=request.n, proposals=params.proposals, rounds=params.rounds,
+            include_usage=bool(options and options.include_usage),
+            include_proposals=bool(request.aft and request.aft.include_proposals),
+            on_first_token=first_token, on_answer=answered, on_error=failed, on_close=closed)
+        weakref.finalize(lines, closed, False).atexit = False
+        return lines

@@ -1,4 +1,8 @@
-"""FastAPI dependencies as Annotated aliases."""
+"""FastAPI dependencies as Annotated aliases.
+
+async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a thread hop
+per request that cost 10-17% of the CPU under load (bench/README.md).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from app.metrics import Metrics
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_chat_service(request: Request) -> ChatService:
+async def get_chat_service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
     return service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

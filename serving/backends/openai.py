@@ -1,7 +1,10 @@
 """A backend over OpenAI-compatible Chat Completions upstreams (typically `vllm serve`).
 
-One shared httpx client serves both roles, which may go to different deployments.
-n samples are ONE upstream call with `n`, so they share the prompt's KV cache.
+One connection pool per kind of upstream serves both roles, which may go to different
+deployments: plain-HTTP upstreams share a lean HTTP/1.1 transport (serving/backends/http1.py),
+https or proxied ones httpx's own; requests are httpx.Request objects sent straight to the
+transport (injectable: tests pass httpx.MockTransport). n samples are ONE upstream call
+with `n`, so they share the prompt's KV cache.
 Closing a stream or cancelling a call closes its upstream connection: vLLM aborts.
 `timeout` bounds each wait on the upstream (a whole non-streamed call; the gap
 between two chunks of a stream); `connect_timeout` bounds connecting and health checks.
@@ -10,6 +13,7 @@ between two chunks of a stream); `connect_timeout` bounds connecting and health 
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -17,6 +21,7 @@ from typing import Any, NoReturn
 import httpx
 
 from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.http1 import HTTP1Transport
 from serving.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -49,11 +54,17 @@ class _Target:
     """An upstream resolved at start(): everything a request needs, computed once."""
 
     label: str  # base URL without credentials, for messages
-    chat_url: str
-    models_url: str
+    chat_url: httpx.URL
+    models_url: httpx.URL
     model: str
-    headers: dict[str, str]
+    headers: list[tuple[bytes, bytes]]
     api_key: str | None
+    transport: httpx.AsyncBaseTransport
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    # What httpx's json= sends (compact, UTF-8), without going through its client.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _error_fields(body: Any) -> tuple[str | None, str | None]:
@@ -104,6 +115,13 @@ def _usage(data: Any) -> Usage:
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
 
 
+def _env_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment (HTTP_PROXY, NO_PROXY, ...) names for `url`, as httpx would use it."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    return proxy if proxy and not urllib.request.proxy_bypass(url.host) else None
+
+
 class OpenAIBackend:
     """The Backend protocol over one or two OpenAI-compatible upstreams."""
 
@@ -111,19 +129,20 @@ class OpenAIBackend:
                  connect_timeout: float = 10.0, max_connections: int = 1024,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._upstreams: dict[Role, Upstream] = {"proposer": proposer, "aggregator": aggregator or proposer}
-        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._health_timeout = httpx.Timeout(connect_timeout)
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                    keepalive_expiry=_KEEPALIVE_EXPIRY)
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        # httpx's per-request timeout extension: what AsyncClient(timeout=Timeout(timeout, connect=...)) sends.
+        self._timeouts = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._health_timeouts = dict.fromkeys(("connect", "read", "write", "pool"), connect_timeout)
+        self._max_connections = max_connections
+        self._injected = transport
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._targets: dict[Role, _Target] = {}
+        self._started = False
 
     async def start(self) -> None:
-        """Open the connection pool and resolve each upstream's model (discovering it if unset)."""
-        if self._client is not None:
+        """Open the connection pools and resolve each upstream's model (discovering it if unset)."""
+        if self._started:
             return
-        self._client = httpx.AsyncClient(transport=self._transport, timeout=self._timeout, limits=self._limits)
+        self._started = True
         try:
             resolved: dict[Upstream, _Target] = {}
             for role, upstream in self._upstreams.items():
@@ -135,19 +154,43 @@ class OpenAIBackend:
             raise
 
     async def close(self) -> None:
-        """Close the pool; requests still in flight fail and their upstream connections close."""
-        client, self._client = self._client, None
+        """Close the pools; requests still in flight fail and their upstream connections close."""
+        transports = [*self._transports.values(), *([self._injected] if self._injected is not None else [])]
+        self._started = False
         self._targets = {}
-        if client is not None:
-            await client.aclose()
+        self._transports = {}
+        for transport in transports:
+            await transport.aclose()
+
+    def _transport_for(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        """Plain-HTTP upstreams (the usual vLLM deployment) get the lean HTTP/1.1 transport; https and
+        proxied ones httpx's own. Requests go straight to the transport: httpx's client layer (URL and
+        header merging, cookies, auth and redirect hooks) cost as much CPU as the transport itself and
+        does nothing for a fixed upstream (bench/README.md)."""
+        if self._injected is not None:
+            return self._injected
+        proxy = _env_proxy(url)
+        key = f"{url.scheme} via {proxy}" if proxy else url.scheme
+        if key not in self._transports:
+            if key == "http":
+                self._transports[key] = HTTP1Transport(max_connections=self._max_connections,
+                                                       keepalive_expiry=_KEEPALIVE_EXPIRY)
+            else:
+                limits = httpx.Limits(max_connections=self._max_connections,
+                                      max_keepalive_connections=self._max_connections,
+                                      keepalive_expiry=_KEEPALIVE_EXPIRY)
+                self._transports[key] = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
+        return self._transports[key]
 
     async def _resolve(self, upstream: Upstream) -> _Target:
         base = upstream.base_url.rstrip("/")
         url = httpx.URL(base)  # credentials in the URL stay out of messages
         label = str(url.copy_with(username=None, password=None)) if url.userinfo else base
-        headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
-        target = _Target(label, base + "/chat/completions", base + "/models", upstream.model or "", headers,
-                         upstream.api_key)
+        headers = [(b"content-type", b"application/json")]
+        if upstream.api_key:
+            headers.append((b"authorization", f"Bearer {upstream.api_key}".encode()))
+        target = _Target(label, httpx.URL(base + "/chat/completions"), httpx.URL(base + "/models"),
+                         upstream.model or "", headers, upstream.api_key, self._transport_for(url))
         if upstream.model:
             return target
         try:
@@ -158,23 +201,45 @@ class OpenAIBackend:
                                       "configure the model name explicitly") from exc
         return replace(target, model=str(model))
 
-    async def _get_models(self, target: _Target) -> Any:
-        client = self._require_client()
+    async def _send(self, target: _Target, url: httpx.URL, body: bytes | None = None,
+                    timeouts: dict[str, float] | None = None) -> httpx.Response:
+        """POST `body` (GET without one); the response's body is not read yet: close it."""
+        request = httpx.Request("POST" if body is not None else "GET", url, headers=target.headers, content=body,
+                                extensions={"timeout": timeouts or self._timeouts})
+        response = await target.transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    async def _read(self, target: _Target, url: httpx.URL, body: bytes | None = None,
+                    timeouts: dict[str, float] | None = None) -> httpx.Response:
+        """One whole exchange; transport errors become domain errors, error statuses too."""
+        self._require_started()
         try:
-            response = await client.get(target.models_url, headers=target.headers, timeout=self._health_timeout)
+            response = await self._send(target, url, body, timeouts)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             raise _transport_error(target, exc) from exc
         if response.status_code != 200:
             _raise_status(target, response)
-        return response.json()
+        return response
 
-    def _require_client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    async def _get_models(self, target: _Target) -> Any:
+        return (await self._read(target, target.models_url, timeouts=self._health_timeouts)).json()
+
+    def _require_started(self) -> None:
+        if not self._started:
             raise RuntimeError("OpenAIBackend used before start() or after close()")
-        return self._client
+
+    def _target(self, role: Role) -> _Target:
+        self._require_started()
+        return self._targets[role]
 
     @staticmethod
-    def _body(target: _Target, messages: Sequence[Message], sampling: Sampling, n: int) -> dict[str, Any]:
+    def _body(target: _Target, messages: Sequence[Message], sampling: Sampling, n: int,
+              stream: bool = False) -> bytes:
         body: dict[str, Any] = {"model": target.model,
                                 "messages": messages if isinstance(messages, list) else list(messages),
                                 "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p}
@@ -188,22 +253,18 @@ class OpenAIBackend:
             body["presence_penalty"] = sampling.presence_penalty
         if sampling.frequency_penalty:
             body["frequency_penalty"] = sampling.frequency_penalty
-        return body
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = _STREAM_OPTIONS
+        return _dumps(body)
 
     async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling,
                        n: int) -> Generation:
         """Sample `n` completions in ONE upstream request; usage is the upstream's (0 tokens if it omits it)."""
-        client = self._require_client()
-        target = self._targets[role]
-        body = self._body(target, messages, sampling, n)
+        target = self._target(role)
+        response = await self._read(target, target.chat_url, self._body(target, messages, sampling, n))
         try:
-            response = await client.post(target.chat_url, json=body, headers=target.headers)
-        except httpx.TransportError as exc:
-            raise _transport_error(target, exc) from exc
-        if response.status_code != 200:
-            _raise_status(target, response)
-        try:
-            data = response.json()
+            data = json.loads(response.content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
             completions = [Completion(c["message"].get("content") or "", c.get("finish_reason")) for c in choices]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
@@ -216,32 +277,46 @@ class OpenAIBackend:
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Yield each content delta as it arrives, then one empty delta with finish_reason and usage."""
-        client = self._require_client()
-        target = self._targets[role]
-        body = self._body(target, messages, sampling, 1)
-        body["stream"] = True
-        body["stream_options"] = _STREAM_OPTIONS
+        target = self._target(role)
+        body = self._body(target, messages, sampling, 1, stream=True)
         finish_reason: str | None = None
         usage = Usage(requests=1)
         done = False
         try:
-            # Leaving this block early (the consumer closed us, or was cancelled) closes the response,
-            # and with it the connection: vLLM sees the disconnect and aborts the request.
-            async with client.stream("POST", target.chat_url, json=body, headers=target.headers) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    _raise_status(target, response)
-                # Read to the end even after [DONE], so the connection goes back to the pool.
-                async for line in response.aiter_lines():
-                    if done or not line.startswith("data:"):
+            response = await self._send(target, target.chat_url, body)
+        except httpx.TransportError as exc:
+            raise _transport_error(target, exc) from exc
+        # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
+        # and with it the connection: vLLM sees the disconnect and aborts the request.
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                _raise_status(target, response)
+            # SSE lines by hand (LF or CRLF; vLLM sends LF): httpx's aiter_lines decodes text and splits in
+            # Python per line, twice the cost for what is one split per network read here.
+            # The deltas of one network read go on as ONE delta: one token per read when the service keeps
+            # up (nothing changes), fewer, larger pieces when it falls behind under load, so that every
+            # layer above (pipeline events, SSE chunks, socket writes) does less work exactly when CPU is
+            # short. vLLM's own engine merges outputs for a lagging consumer the same way.
+            # Read to the end even after [DONE], so the connection goes back to the pool.
+            rest = b""
+            async for data in response.aiter_bytes():
+                lines = (rest + data if rest else data).split(b"\n")
+                rest = lines.pop()
+                pieces: list[str] = []
+                for line in lines:
+                    if done or not line.startswith(b"data:"):
                         continue  # blank separators, comments (keep-alives), other SSE fields
-                    payload = line[5:]
-                    if payload.strip() == "[DONE]":
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
                         done = True
                         continue
                     chunk = json.loads(payload)
                     if "error" in chunk:
-                        message = _redact(_error_fields(chunk)[0] or payload[:_MAX_ERROR_TEXT], target)
+                        if pieces:
+                            yield StreamDelta("".join(pieces))
+                        raw = payload[:_MAX_ERROR_TEXT].decode(errors="replace")
+                        message = _redact(_error_fields(chunk)[0] or raw, target)
                         raise UpstreamUnavailable(f"upstream {target.label} failed mid-stream: {message}")
                     choices = chunk.get("choices")
                     if choices:
@@ -249,24 +324,30 @@ class OpenAIBackend:
                         delta = choice.get("delta")
                         text = delta.get("content") if delta else None
                         if text:
-                            yield StreamDelta(text)
+                            pieces.append(text)
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                     if chunk.get("usage"):
                         usage = _usage(chunk["usage"])
+                if pieces:
+                    yield StreamDelta(pieces[0] if len(pieces) == 1 else "".join(pieces))
+            if rest.startswith(b"data:") and rest[5:].strip() == b"[DONE]":
+                done = True  # the last line came without its line end
         except httpx.TransportError as exc:
             raise _transport_error(target, exc) from exc
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise UpstreamUnavailable(f"upstream {target.label} sent an unreadable stream chunk ({exc!r})") from exc
+        finally:
+            await response.aclose()
         if not done and finish_reason is None:
             raise UpstreamUnavailable(f"upstream {target.label} ended the stream before it finished")
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
     async def check_health(self) -> None:
         """GET /models on each distinct upstream; raise UpstreamUnavailable if one does not answer 200."""
-        if self._client is None:
+        if not self._started:
             raise UpstreamUnavailable("the openai backend is not started")
-        distinct = {(t.models_url, t.api_key): t for t in self._targets.values()}
+        distinct = {(str(t.models_url), t.api_key): t for t in self._targets.values()}
         for target in distinct.values():
             try:
                 await self._get_models(target)

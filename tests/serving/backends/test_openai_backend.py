@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from serving.backends.base import Sampling, StreamDelta, Usage
+from serving.backends.http1 import HTTP1Transport
 from serving.backends.openai import OpenAIBackend, Upstream
 from serving.errors import (
     ContextLengthExceeded,
@@ -169,6 +170,15 @@ async def test_stream_yields_deltas_then_finish_and_usage(make: Make) -> None:
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True} and body["n"] == 1
 
 
+async def test_deltas_of_one_network_read_go_on_as_one(make: Make) -> None:
+    # Under load several tokens arrive in one read: one delta for them (less work everywhere above).
+    events = b"".join(sse(chunk("a"), chunk("b"))) + b"data: " + json.dumps(chunk("c")).encode() + b"\r\n\r\n"
+    parts = [events, *sse(chunk("d", "stop")), b"data: [DONE]"]  # the last line without its line end
+    backend = await make(lambda _: httpx.Response(200, stream=Chunks(parts)))
+    deltas = [d async for d in backend.stream("proposer", MESSAGES, SAMPLING)]
+    assert deltas == [StreamDelta("abc"), StreamDelta("d"), StreamDelta("", "stop", Usage(0, 0, 1))]
+
+
 async def test_stream_passes_each_delta_on_before_the_next_arrives(make: Make) -> None:
     gate = asyncio.Event()
     body = Chunks(sse(chunk("first"), chunk("second", "stop"), "[DONE]"), gate)
@@ -305,15 +315,39 @@ async def test_health_checks_each_distinct_upstream(make: Make) -> None:
         await backend.check_health()
 
 
-async def test_lifecycle_uses_one_client() -> None:
-    backend = OpenAIBackend(Upstream(URL, "m"), transport=httpx.MockTransport(lambda _: httpx.Response(500)))
+class ClosingTransport(httpx.MockTransport):
+    closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_lifecycle_starts_once_and_closes_the_transport() -> None:
+    transport = ClosingTransport(lambda _: httpx.Response(500))
+    backend = OpenAIBackend(Upstream(URL, "m"), transport=transport)
     with pytest.raises(RuntimeError):
         await backend.generate("proposer", MESSAGES, SAMPLING, n=1)
     await backend.start()
-    client = backend._client
     await backend.start()
-    assert backend._client is client and client is not None
     await backend.close()
-    assert client.is_closed
+    assert transport.closed == 1
     with pytest.raises(UpstreamUnavailable, match="not started"):
         await backend.check_health()
+    with pytest.raises(RuntimeError):
+        await backend.generate("proposer", MESSAGES, SAMPLING, n=1)
+
+
+async def test_plain_http_upstreams_share_the_lean_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    backend = OpenAIBackend(Upstream("http://p.test/v1", "pm"), Upstream("http://a.test/v1", "am"))
+    await backend.start()
+    assert isinstance(backend._targets["proposer"].transport, HTTP1Transport)
+    assert backend._targets["proposer"].transport is backend._targets["aggregator"].transport
+    await backend.close()
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    backend = OpenAIBackend(Upstream("http://p.test/v1", "pm"), Upstream("https://a.test/v1", "am"))
+    await backend.start()
+    assert not isinstance(backend._targets["proposer"].transport, HTTP1Transport)  # the proxy is honoured
+    assert isinstance(backend._targets["aggregator"].transport, httpx.AsyncHTTPTransport)
+    await backend.close()

@@ -1,0 +1,262 @@
+"""A lean HTTP/1.1 transport for httpx: plain-HTTP upstreams, keep-alive pool, C parser.
+
+Why: profiling the gateway under load (bench/README.md) put 30% (16 clients) to 65%
+(64 clients) of its CPU in httpx's default transport, httpcore: each request scans
+every pooled connection (`_assign_requests_to_connections`, a readability syscall per
+idle connection), parses responses with pure-Python h11, and writes headers and body
+in two sends through anyio. Here a request takes the most recently used idle connection
+in O(1), goes out in one write, and the response is parsed by httptools (llhttp, the
+parser uvicorn uses) in asyncio protocol callbacks, with no task or thread per request.
+
+httpx stays the client API (timeouts, errors, MockTransport in tests). What this
+transport does not do, OpenAIBackend leaves to httpx's own: TLS (https upstreams) and
+proxies from the environment.
+
+Cancellation: closing a response before its end (or cancelling the request) closes its
+connection, so an upstream vLLM sees the disconnect and aborts the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httptools
+import httpx
+
+# Past this much unread response body, stop reading the socket until the consumer catches up.
+_HIGH_WATER = 1 << 20
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection and the response it is receiving."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.until_eof = False
+        self.error: httpx.TransportError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"invalid HTTP response from the upstream ({exc})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and self.until_eof and not self.complete and exc is None:
+            self.complete = True  # a body delimited by the end of the connection
+            self._wake()
+        elif not self.complete:
+            self._fail(httpx.RemoteProtocolError("the upstream closed the connection without sending a complete "
+                                                 "response" + (f" ({exc})" if exc else "")))
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+        names = {name.lower() for name, _ in self.headers}
+        self.until_eof = b"content-length" not in names and b"transfer-encoding" not in names
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # the parser forgets it once the message is done
+        self._wake()
+
+    # the request side
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        self.error = error
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until the parser has news for us; httpx.ReadTimeout after `timeout` seconds without any."""
+        if self.error is not None:
+            raise self.error
+        waiter = self.waiter = self.loop.create_future()
+        expiry = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            self.waiter = None
+
+    def take_body(self) -> bytes:
+        data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body.clear()
+        if self.buffered > _HIGH_WATER and self.transport is not None:
+            self.transport.resume_reading()
+        self.buffered = 0
+        return data
+
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed and self.error is None and not self.body
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout("no data from the upstream within the read timeout"))
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    def __init__(self, transport: HTTP1Transport, key: tuple[str, int], connection: _Connection,
+                 timeout: float | None) -> None:
+        self.transport, self.key, self.connection, self.timeout = transport, key, connection, timeout
+        self.released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self.connection
+        while True:
+            if connection.body:
+                yield connection.take_body()
+            elif connection.complete:
+                return
+            else:
+                await connection.wait(self.timeout)
+
+    async def aclose(self) -> None:
+        if not self.released:
+            self.released = True
+            self.transport._release(self.key, self.connection)
+
+
+class HTTP1Transport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over plain TCP, at most `max_connections` open; idle ones are reused newest first
+    and dropped after `keepalive_expiry` seconds (keep it under the upstream's own idle timeout)."""
+
+    def __init__(self, *, max_connections: int = 1024, keepalive_expiry: float = 4.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._busy: set[_Connection] = set()
+
+    async def _acquire(self, key: tuple[str, int], timeouts: dict[str, Any]) -> _Connection:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max_connections)
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no upstream connection free within the pool timeout") from None
+        else:
+            await self._slots.acquire()
+        try:
+            loop = asyncio.get_running_loop()
+            idle = self._idle.get(key)
+            now = loop.time()
+            while idle:
+                connection = idle.pop()
+                if not connection.closed and now - connection.idle_since < self._keepalive_expiry:
+                    connection._reset()
+                    self._busy.add(connection)
+                    return connection
+                connection.close()
+            try:
+                async with asyncio.timeout(timeouts.get("connect")):
+                    _, connection = await loop.create_connection(lambda: _Connection(loop), key[0], key[1])
+            except TimeoutError:
+                raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
+            except OSError as exc:
+                raise httpx.ConnectError(f"{exc.strerror or exc}") from exc
+            self._busy.add(connection)
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, key: tuple[str, int], connection: _Connection) -> None:
+        self._busy.discard(connection)
+        if connection.reusable():
+            connection.idle_since = asyncio.get_running_loop().time()
+            self._idle.setdefault(key, []).append(connection)
+        else:
+            connection.close()
+        if self._slots is not None:
+            self._slots.release()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"HTTP1Transport serves http:// URLs only, not {url.scheme}://")
+        key = (url.host, url.port or 80)
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
+        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), url.raw_path)]
+        for name, value in request.headers.raw:
+            if name.lower() != b"transfer-encoding":
+                head.append(b"%s: %s\r\n" % (name, value))
+        if body and "content-length" not in request.headers:
+            head.append(b"content-length: %d\r\n" % len(body))
+        head.append(b"\r\n")
+        connection = await self._acquire(key, timeouts)
+        try:
+            assert connection.transport is not None
+            connection.transport.write(b"".join(head) + body)
+            while not connection.headers_done:
+                await connection.wait(timeouts.get("read"))
+        except BaseException:
+            connection.close()
+            self._release(key, connection)
+            raise
+        return httpx.Response(connection.status, headers=connection.headers,
+                              stream=_ResponseBody(self, key, connection, timeouts.get("read")),
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason})
+
+    async def aclose(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+        for connection in list(self._busy):
+            connection.close()

@@ -1,0 +1,57 @@
+"""The SSE renderer: token chunks are byte for byte json.dumps of the chunk, and every stream,
+even one dropped before it started, gives its admission slot back."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from fakes import ScriptedBackend, chat_body
+
+from app.protocol import ChatCompletionRequest
+from app.streaming import sse_stream
+from serving.pipeline import AnswerDelta, Event
+
+
+async def events(*texts: tuple[int, str]) -> AsyncGenerator[Event, None]:
+    for index, text in texts:
+        yield AnswerDelta(index, text)
+
+
+async def test_token_chunks_are_the_json_of_the_chunk() -> None:
+    texts = [(0, 'plain'), (1, 'quote " backslash \\ newline \n tab \t'), (0, "é ☃ \u2028 \x00 😀")]
+    closed: list[bool] = []
+    lines = [line async for line in sse_stream(
+        events(*texts), request_id="chatcmpl-1", model='m"odel', created=7, n=2, proposals=3, rounds=1,
+        include_usage=False, include_proposals=False, on_close=closed.append)]
+    assert lines[-1] == "data: [DONE]\n\n" and closed == [True]
+    for line, (index, text) in zip(lines[2:-1], texts, strict=True):
+        expected = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": 'm"odel',
+                    "choices": [{"index": index, "delta": {"content": text}, "logprobs": None,
+                                 "finish_reason": None}]}
+        assert line == "data: " + json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+async def test_a_stream_closed_early_closes_the_pipeline_and_reports_it() -> None:
+    closed: list[bool] = []
+    source = events((0, "a"), (0, "b"))
+    lines = sse_stream(source, request_id="r", model="m", created=1, n=1, proposals=1, rounds=0,
+                       include_usage=False, include_proposals=False, on_close=closed.append)
+    await anext(lines)  # the role chunk
+    await anext(lines)  # "a"
+    await lines.aclose()
+    assert closed == [False]
+    assert source.ag_frame is None  # closed, not left to the garbage collector
+
+
+async def test_a_stream_dropped_before_it_started_gives_its_slot_back(app_factory: Any,
+                                                                      backend: ScriptedBackend) -> None:
+    chat = app_factory().state.chat
+    stream = chat.stream(ChatCompletionRequest(**chat_body(stream=True)))
+    assert chat.admission.active == 1
+    del stream  # the client left before the response began: the generator never ran
+    gc.collect()
+    assert chat.admission.active == 0
+    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in chat.metrics.render().decode()

@@ -1,0 +1,65 @@
+"""The benchmark's own pieces: the stub keeps its schedule and counts, the load generator measures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from bench.client import Connection, get_json_bytes
+from bench.loadgen import direct_answer, percentile, run_load
+from bench.stub import StubServer, Timing
+from scripts.launch import free_port
+
+
+@contextlib.asynccontextmanager
+async def stub(timing: Timing) -> AsyncIterator[int]:
+    port = free_port()
+    task = asyncio.create_task(StubServer(timing).serve(port, lifetime=30))
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            await get_json_bytes(port, "/health")
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield port
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_direct_answers_take_the_stubs_time_and_its_requests() -> None:
+    async with stub(Timing(ttft=0.02, tpot=0.002, tokens=8)) as port:
+        connections = [Connection(port) for _ in range(2)]
+        outcomes, _ = await run_load(direct_answer(3, 2, stream=True), connections, requests=4, seconds=10)
+        for connection in connections:
+            connection.close()
+        stats = json.loads(await get_json_bytes(port, "/stats"))
+    assert len(outcomes) == 4 and all(o.ok for o in outcomes)
+    # Three calls of 20 ms + 7 x 2 ms each: at least 100 ms, far less than a second on any machine.
+    assert all(0.1 <= o.latency < 1.0 for o in outcomes)
+    assert all(o.ttft is not None and o.ttft >= 0.08 for o in outcomes)
+    assert all(len(o.relay_us) == 8 and min(o.relay_us) >= 0 for o in outcomes)
+    # Each client keeps its connection (the other two: /health and /stats).
+    assert stats["chat_requests"] == 12 and stats["streams"] == 4 and stats["connections"] == 4
+    assert stats["cancelled"] == 0 and stats["completed"] == 12
+
+
+async def test_a_client_leaving_mid_stream_is_counted_as_cancelled() -> None:
+    async with stub(Timing(ttft=0.01, tpot=0.05, tokens=100)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"stream": true, "messages": []}'
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await reader.readuntil(b"content")
+        writer.close()
+        await asyncio.sleep(0.1)
+        stats = json.loads(await get_json_bytes(port, "/stats"))
+    assert stats["cancelled"] == 1 and stats["completed"] == 0
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(1, 101)), 99) == 99
