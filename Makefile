@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration demo lint bench clean
+.PHONY: install test unit integration demo toy lint bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,27 @@ unit: install
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# The AFT recipe from scratch on this machine (training/toy.py), then `aft eval`:
+# rebuilds models/toy (the demo's model) and writes docs/toy/results.{json,md} and accuracy.png.
+toy: install
+	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --force \
+		--out models/toy --results docs/toy
+
+# The benchmark suite (bench/README.md): the gateway on a stub upstream, side by side with
+# optillm, then the real engine on the CPU. About 10 minutes; `make bench QUICK=1` about 2.
+# Results: bench/results/<name>.md and .json. optillm pins older packages, so it gets a
+# virtual environment of its own, inside .venv (built once; `make clean` removes it).
+OPTILLM := $(VENV)/optillm/bin/optillm
+
+$(OPTILLM): | $(STAMP)
+	$(BIN)/python -m venv $(VENV)/optillm
+	$(VENV)/optillm/bin/pip install -q torch==2.13.0
+	$(VENV)/optillm/bin/pip install -q optillm==0.4.0
+
+bench: install $(OPTILLM)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+	$(if $(QUICK),,$(BIN)/python -m bench.engine)
 
 lint: install
 	$(BIN)/ruff check app serving training tests scripts

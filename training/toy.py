@@ -1,0 +1,365 @@
+"""`aft toy`: the whole AFT recipe on a task with checkable answers, from scratch, on a laptop CPU.
+
+The task is long multiplication by one digit ("What is 31415926 × 3?"). A tiny Llama learns
+it from scratch here; sampled hot its answers slip on a digit here and there, and
+the slips of different samples fall on different digits. So N drafts hold information
+one draft does not: read digit by digit, most drafts agree on the right digit, even when
+no two drafts agree on the whole answer (which is what majority vote needs).
+
+The recipe, every step on this repository's own code:
+1. tokenizer: byte-level BPE trained here, digits always single tokens (so a digit slip
+   is one token), the aggregation template's words in its corpus (so serving/format.py's
+   long prompt costs a few dozen tokens, not hundreds);
+2. a random-weight Llama (head_dim 64, vLLM's CPU attention needs it);
+3. SFT: training.train (TRL SFTTrainer) on proposer-format rows;
+4. on-policy proposals: the SFT model on vLLM (serving.backends.vllm) through
+   training.data.on_policy_samples;
+5. AFT: training.train again, from the SFT model, on aggregation rows (training.rows,
+   so the prompts are serving/format.py's) mixed with plain answering rows;
+6. export with aft.json (training.export), which `aft serve --model DIR` reads.
+`aft eval` (training/evaluate.py) then measures it through the served path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from serving.backends.base import Sampling
+from serving.format import Message, aggregator_messages, proposer_messages
+from training.evaluate import Problem
+
+logger = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class MultiplicationTask:
+    """A `digits`-digit number times one digit (2..9), the product `digits` digits long too.
+
+    Keeping the product as long as the number (no carry out of the top digit) puts every
+    answer digit at a fixed distance from the digits it depends on, which rotary positions
+    make easy to find. Each answer digit is (k * a_i + carry) mod 10, strongly tied to the
+    one digit a_i, so a tiny model learns it smoothly; two-number addition, whose answer
+    digits are tied to no single operand digit, sat on a loss plateau for hundreds of steps.
+    """
+
+    digits: int = 8
+    name: str = "toy multiplication"
+
+    def operands(self, rng: random.Random, *, held_out: bool) -> tuple[int, int]:
+        low, high = 10 ** (self.digits - 1), 10 ** self.digits
+        while True:
+            a, k = rng.randrange(low, high), rng.randrange(2, 10)
+            if a * k < high and self.is_held_out(a, k) == held_out:
+                return a, k
+
+    @staticmethod
+    def is_held_out(a: int, k: int) -> bool:
+        """One problem in 16, by a fixed hash: evaluation draws only these, training never."""
+        return (a * 2654435761 + k * 40503) % 16 == 0
+
+    @staticmethod
+    def question(a: int, k: int) -> str:
+        return f"What is {a} × {k}?"
+
+    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+        rng = random.Random(seed)
+        problems = []
+        for _ in range(n):
+            a, k = self.operands(rng, held_out=held_out)
+            problems.append(Problem([{"role": "user", "content": self.question(a, k)}], str(a * k)))
+        return problems
+
+    def problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` held-out problems (never trained on), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=True)
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=False)
+
+    def extract(self, text: str) -> str | None:
+        """The first number of a response (what is checked and voted on)."""
+        match = _NUMBER.search(text)
+        return match.group(0) if match else None
+
+    def check(self, problem: Problem, text: str) -> bool:
+        return self.extract(text) == problem.answer
+
+
+def _corpus(task: MultiplicationTask, lines: int, seed: int) -> list[str]:
+    """Message texts as training and serving render them: proposer and aggregator system
+    messages, questions and answers."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for _ in range(lines):
+        problem, *others = task.training_problems(rng.randint(2, 9), rng.randrange(2**32))
+        drafts = [other.answer for other in others]
+        messages: list[Message] = [*aggregator_messages(problem.conversation, drafts),
+                                   *proposer_messages(problem.conversation)]
+        texts += [m["content"] for m in messages] + [problem.answer]
+    return texts
+
+
+def build_tokenizer(path: str | Path, task: MultiplicationTask, *, vocab_size: int = 1024, seed: int = 0) -> Any:
+    """Train and save the toy's tokenizer (with training.tiny's chat template); returns it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from training.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+
+    tokenizer = Tokenizer(models.BPE())
+    # Digits are split off one by one before anything else; the rest is byte-level BPE
+    # without the usual word-splitting regex, so frequent phrases of the aggregation
+    # template become single tokens.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(_corpus(task, 400, seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|bos|>",  # type: ignore[no-untyped-call]
+                                   eos_token="<|eos|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The toy model's size."""
+
+    hidden_size: int = 128
+    layers: int = 3
+    heads: int = 4
+    """Attention heads of 64 dimensions each (more than hidden_size / 64: measured, 4 heads
+    escape the early loss plateau of this task in half the steps of 2)."""
+    max_positions: int = 2048
+    """Context the checkpoint declares (the service's CPU flags ask for 2048). Training sees at most
+    ~170 tokens (8 drafts); the aggregation prompt with 16 drafts of 8 digits is ~250."""
+
+
+def build_model(path: str | Path, tokenizer: Any, shape: ModelShape, *, seed: int = 0) -> Path:
+    """Save a random-weight Llama for `tokenizer` (head_dim 64) with the tokenizer to `path`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|end|>")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=shape.hidden_size, intermediate_size=4 * shape.hidden_size,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, head_dim=64,
+        num_key_value_heads=shape.heads, max_position_embeddings=shape.max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id, end_of_turn],
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Every knob of the toy recipe; the defaults are the measured run (README, Results)."""
+
+    digits: int = 8
+    shape: ModelShape = ModelShape()
+    seed: int = 0
+    sft_examples: int = 51_200
+    """Distinct SFT problems (one pass: sft_steps x sft_batch_size)."""
+    sft_steps: int = 800
+    sft_batch_size: int = 64
+    sft_learning_rate: float = 2e-3
+    aft_queries: int = 4000
+    """Training problems the SFT model drafts proposals for (one aggregation row each)."""
+    aft_max_proposals: int = 8
+    """Each aggregation row reads a random 1..this many of the query's drafts, so one model serves every N."""
+    aft_sft_ratio: float = 0.25
+    """Plain answering rows per aggregation row, so the AFT model still answers directly."""
+    aft_steps: int = 400
+    aft_batch_size: int = 32
+    aft_learning_rate: float = 1e-3
+    proposal_temperature: float = 1.5
+    """Drafts are sampled hot: slips in different places are the diversity aggregation feeds on."""
+    proposal_top_p: float = 1.0
+    temperature: float = 0.7
+    """Final answers and single samples (the service's default)."""
+    top_p: float = 1.0
+    proposals: int = 5
+    rounds: int = 1
+    threads: int = 1
+    """torch threads for training. One: on a small shared host a second thread mostly spins."""
+
+
+def _train(model: Path, rows: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int,
+           learning_rate: float, seed: int) -> Path:
+    from training.config import TrainConfig
+    from training.rows import write_jsonl
+    from training.train import train
+
+    data = out / "rows.jsonl"
+    write_jsonl(rows, data)
+    config = TrainConfig(
+        model=str(model), data=str(data), output_dir=str(out), max_steps=steps, batch_size=batch_size,
+        learning_rate=learning_rate, warmup=0.1, weight_decay=0.01, max_length=512, seed=seed, use_cpu=True,
+        # Small model, short sequences: recomputing activations would only cost time.
+        gradient_checkpointing=False, logging_steps=50, save_steps=10 * steps, save_total_limit=1)
+    return train(config)
+
+
+async def _draft(model: Path, problems: list[Problem], config: RecipeConfig) -> list[list[str]]:
+    """`aft_max_proposals` on-policy drafts of every problem, sampled on vLLM (the serving backend)."""
+    from serving.backends.vllm import VLLMBackend
+    from training.data import on_policy_samples
+
+    backend = VLLMBackend(engine_config(model, seed=config.seed))
+    sampling = Sampling(temperature=config.proposal_temperature, top_p=config.proposal_top_p,
+                        max_tokens=config.digits + 8)
+    rows = [{"messages": p.conversation, "reference": p.answer} for p in problems]
+    await backend.start()
+    try:
+        samples = await on_policy_samples(backend, rows, config.aft_max_proposals, sampling, concurrency=128)
+    finally:
+        await backend.close()
+    assert len(samples) == len(problems), "the backend refused some queries"
+    return [s.proposals for s in samples]
+
+
+def engine_config(model: str | Path, *, seed: int = 0) -> Any:
+    """The in-process vLLM engine for a toy checkpoint on a CPU host (float32, small KV cache)."""
+    from serving.backends.vllm import EngineConfig
+
+    return EngineConfig(model=str(model), max_model_len=512, gpu_memory_utilization=0.3, dtype="float32",
+                        seed=seed, max_num_seqs=256)
+
+
+def aggregation_rows(problems: list[Problem], drafts: list[list[str]], *, max_proposals: int,
+                     sft_ratio: float, seed: int) -> list[dict[str, Any]]:
+    """One aggregation row a problem over a random 1..max_proposals of its drafts, mixed with
+    plain answering rows; the target is always the reference answer."""
+    from training.rows import aft_example, mix_sft, sft_example
+
+    rng = random.Random(seed)
+    aft = [aft_example(p.conversation, rng.sample(d, rng.randint(1, min(max_proposals, len(d)))), p.answer)
+           for p, d in zip(problems, drafts, strict=True)]
+    plain = [sft_example(p.conversation, p.answer) for p in problems]
+    return mix_sft(aft, plain, sft_ratio, seed)
+
+
+def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
+               work_dir: str | Path | None = None) -> Path:
+    """Tokenizer, tiny model, SFT, on-policy drafts, AFT, export: returns the exported AFT checkpoint
+    (`out_dir`, with aft.json). Intermediate models and rows go to `work_dir` (default: OUT_DIR-work),
+    the SFT model to WORK_DIR/sft/final, which `aft eval` takes as the baseline."""
+    import torch
+
+    from training.export import export
+
+    torch.set_num_threads(config.threads)
+    out = Path(out_dir)
+    work = Path(work_dir) if work_dir else out.with_name(out.name + "-work")
+    work.mkdir(parents=True, exist_ok=True)
+    task = MultiplicationTask(config.digits)
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings[name] = round(now - clock, 1)
+        clock = now
+        logger.info("toy recipe: %s took %.0f s", name, timings[name])
+
+    tokenizer = build_tokenizer(work / "tokenizer", task, seed=config.seed)
+    init = build_model(work / "init", tokenizer, config.shape, seed=config.seed)
+    lap("tokenizer and model")
+
+    from training.rows import sft_example
+
+    sft_rows = [sft_example(p.conversation, p.answer)
+                for p in task.training_problems(config.sft_examples, config.seed * 10 + 1)]
+    sft = _train(init, sft_rows, work / "sft", steps=config.sft_steps, batch_size=config.sft_batch_size,
+                 learning_rate=config.sft_learning_rate, seed=config.seed)
+    lap("SFT")
+
+    queries = task.training_problems(config.aft_queries, config.seed * 10 + 2)
+    drafts = asyncio.run(_draft(sft, queries, config))
+    rows = aggregation_rows(queries, drafts, max_proposals=config.aft_max_proposals,
+                            sft_ratio=config.aft_sft_ratio, seed=config.seed)
+    lap("on-policy drafts")
+
+    aft = _train(sft, rows, work / "aft", steps=config.aft_steps, batch_size=config.aft_batch_size,
+                 learning_rate=config.aft_learning_rate, seed=config.seed)
+    lap("AFT")
+
+    summary = {"builder": "training.toy", "task": task.name, "digits": config.digits,
+               "aft_examples": config.aft_queries, "sft_examples": len(rows) - config.aft_queries,
+               "pretraining_examples": config.sft_examples, "recipe": asdict(config)}
+    export(aft, out, base_model="from scratch (training.toy)", data_summary=summary, recommended={
+        "proposals": config.proposals, "rounds": config.rounds, "proposal_temperature": config.proposal_temperature,
+        "proposal_top_p": config.proposal_top_p, "temperature": config.temperature, "top_p": config.top_p})
+    lap("export")
+    timings["total"] = round(sum(timings.values()), 1)
+    (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    logger.info("toy recipe: %s in %.0f s", out, timings["total"])
+    return out
+
+
+def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run the toy AFT recipe from scratch on this machine (tokenizer, tiny model, SFT, "
+                               "on-policy drafts on vLLM, AFT, export with aft.json), then, unless --no-eval, "
+                               "`aft eval` on held-out problems.")
+    parser.add_argument("--out", default="models/toy", help="The exported AFT checkpoint (default: models/toy).")
+    parser.add_argument("--work", help="Intermediate models and rows (default: OUT-work).")
+    parser.add_argument("--results", default="bench/results/toy", help="Where `aft eval` writes its results.")
+    parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True,
+                        help="Evaluate the result (default: yes).")
+    parser.add_argument("--problems", type=int, default=1000, help="Held-out problems for the evaluation.")
+    defaults = RecipeConfig()
+    for name in ("sft_steps", "aft_steps", "aft_queries", "seed"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
+                            help=f"Recipe: {name.replace('_', ' ')} (default {getattr(defaults, name)}).")
+    parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.name + "-work")
+    started = time.monotonic()
+    if args.force or not (out / "aft.json").is_file():
+        config = RecipeConfig(sft_steps=args.sft_steps, aft_steps=args.aft_steps, aft_queries=args.aft_queries,
+                              seed=args.seed, sft_examples=args.sft_steps * RecipeConfig.sft_batch_size)
+        run_recipe(out, config, work_dir=work)
+    else:
+        print(f"{out} holds a checkpoint already (--force rebuilds it)")
+    recipe_seconds = time.monotonic() - started
+    print(f"recipe: {out} in {recipe_seconds:.0f} s")
+    if not args.eval:
+        return 0
+    from training import evaluate
+
+    code = evaluate.main(evaluate.make_parser().parse_args([
+        "--model", str(out), "--baseline", str(work / "sft" / "final"), "--problems", str(args.problems),
+        "--out", args.results]))
+    print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":  # the vllm engine spawns processes that re-import __main__
+    sys.exit(main(make_parser("python -m training.toy").parse_args()))
