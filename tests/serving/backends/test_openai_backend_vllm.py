@@ -7,6 +7,7 @@ engine request with its n, while vllm:request_success_total counts every finishe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -93,27 +94,35 @@ async def engine_work(base_url: str) -> tuple[float, float]:
             await engine_metric(base_url, "vllm:generation_tokens_total"))
 
 
-async def assert_aborted(base_url: str, before: tuple[float, float]) -> None:
-    # vLLM 0.32 counts an aborted request under no finished_reason (not even "abort"), so an abort shows as
-    # the engine going idle with no request finished and fewer tokens generated than max_tokens.
+async def outcome(base_url: str, before: tuple[float, float]) -> str:
+    """What became of the one LONG request sent since `before`, once the engine is idle.
+
+    vLLM 0.32 counts an aborted request under no finished_reason (not even "abort"), so an abort
+    shows as no request finished and fewer tokens generated than max_tokens. Greedy decoding of the
+    tiny model usually runs to max_tokens, but batch numerics can make it meet its end token early:
+    "ended early" means the request finished before it could be aborted, and the try proves nothing.
+    """
     await wait_for_metric(base_url, "vllm:num_requests_running", at_most=0)
     finished, generated = await engine_work(base_url)
-    assert finished == before[0]
-    assert generated - before[1] < LONG.max_tokens  # type: ignore[operator]
+    if finished == before[0] and generated - before[1] < LONG.max_tokens:  # type: ignore[operator]
+        return "aborted"
+    return "ended early" if generated - before[1] < LONG.max_tokens else "ran to the end"  # type: ignore[operator]
 
 
 async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
-    before = await engine_work(vllm_server)
-    deltas = backend.stream("proposer", MESSAGES, LONG)
-    assert (await anext(deltas)).text
-    await deltas.aclose()
-    await assert_aborted(vllm_server, before)
+    for _ in range(3):
+        before = await engine_work(vllm_server)
+        deltas = backend.stream("proposer", MESSAGES, LONG)
+        assert (await anext(deltas)).text
+        await deltas.aclose()
+        result = await outcome(vllm_server, before)
+        if result != "ended early":
+            break
+    assert result == "aborted"
 
 
 async def test_cancelling_generate_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str,
                                                              transport: CountingTransport) -> None:
-    # Greedy decoding usually runs to max_tokens, but batch numerics can make it meet its end
-    # token early and finish before the cancel: then the premise failed, so try again.
     for _ in range(3):
         before = await engine_work(vllm_server)
         posts = transport.posts
@@ -123,13 +132,12 @@ async def test_cancelling_generate_aborts_the_engine_request(backend: OpenAIBack
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # in flight upstream, far from its 2000 tokens
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            await assert_aborted(vllm_server, before)
-            return
-        await wait_for_metric(vllm_server, "vllm:num_requests_running", at_most=0)
-    pytest.fail("the request finished before it could be cancelled, three times")
+        result = await outcome(vllm_server, before)
+        if result != "ended early":
+            break
+    assert result == "aborted"
 
 
 async def test_upstream_refusals_map_to_domain_errors(backend: OpenAIBackend, vllm_server: str) -> None:
