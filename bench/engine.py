@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from bench.loadgen import service_answer
 from bench.measure import measure
 from bench.procstats import ProcessWatch
-from bench.run import RESULTS, _loop_factory, machine
+from bench.run import _loop_factory, machine, save_results
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,11 +107,7 @@ def main() -> None:
     args.seconds = 20.0 if args.quick else 45.0
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         result = runner.run(asyncio.wait_for(main_async(args), args.timeout))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(render(result))
-    print(f"bench: wrote {RESULTS / args.name}.md and .json", flush=True)
-    print(render(result))
+    save_results(args.name, result, render(result))
 
 
 if __name__ == "__main__":

@@ -156,6 +156,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def save_results(name: str, result: dict[str, Any], markdown: str) -> None:
+    """Write bench/results/NAME.json and NAME.md, and show the table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(f"bench: wrote {RESULTS / name}.md and .json", flush=True)
+    print(markdown)
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     # The load generator runs on uvloop too, so that it takes less of the CPU it shares with the service.
     try:
@@ -179,11 +188,7 @@ def main() -> None:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         result = runner.run(asyncio.wait_for(main_async(args), args.timeout))
     result["targets"] = targets(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(render_stub(result))
-    print(f"bench: wrote {RESULTS / args.name}.md and .json", flush=True)
-    print(render_stub(result))
+    save_results(args.name, result, render_stub(result))
 
 
 if __name__ == "__main__":
