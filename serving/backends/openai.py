@@ -8,11 +8,17 @@ with `n`, so they share the prompt's KV cache.
 Closing a stream or cancelling a call closes its upstream connection: vLLM aborts.
 `timeout` bounds each wait on the upstream (a whole non-streamed call; the gap
 between two chunks of a stream); `connect_timeout` bounds connecting and health checks.
+An upstream without a configured model name is asked for it (GET /models) at start and, while it
+is down, again by each request and health check: the service starts before its upstream does.
+max_tokens is a cap, as in the vllm backend: one that does not fit the upstream's context is dropped
+(the upstream then generates what fits) rather than refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import urllib.request
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +44,8 @@ _CONTEXT_MARKERS = ("context length", "maximum model length", "max_model_len")
 _KEEPALIVE_EXPIRY = 4.0
 _MAX_ERROR_TEXT = 500
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -56,10 +64,12 @@ class _Target:
     label: str  # base URL without credentials, for messages
     chat_url: httpx.URL
     models_url: httpx.URL
-    model: str
+    model: str  # "" until discovered
     headers: list[tuple[bytes, bytes]]
     api_key: str | None
     transport: httpx.AsyncBaseTransport
+    max_model_len: int | None = None
+    """The context the upstream declares in its /models entry (vLLM does), when it was asked."""
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -115,6 +125,10 @@ def _usage(data: Any) -> Usage:
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
 
 
+def _uncapped(sampling: Sampling) -> Sampling:
+    return replace(sampling, max_tokens=None)
+
+
 def _env_proxy(url: httpx.URL) -> str | None:
     """The proxy the environment (HTTP_PROXY, NO_PROXY, ...) names for `url`, as httpx would use it."""
     proxies = urllib.request.getproxies()
@@ -136,22 +150,25 @@ class OpenAIBackend:
         self._injected = transport
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._targets: dict[Role, _Target] = {}
+        self._discovery = asyncio.Lock()
         self._started = False
 
     async def start(self) -> None:
-        """Open the connection pools and resolve each upstream's model (discovering it if unset)."""
+        """Open the connection pools and discover the model of each upstream that does not name one.
+
+        An upstream that cannot be asked now does not stop the start: requests and health checks
+        ask again (and fail with UpstreamUnavailable until it answers)."""
         if self._started:
             return
         self._started = True
-        try:
-            resolved: dict[Upstream, _Target] = {}
-            for role, upstream in self._upstreams.items():
-                if upstream not in resolved:
-                    resolved[upstream] = await self._resolve(upstream)
-                self._targets[role] = resolved[upstream]
-        except BaseException:
-            await self.close()
-            raise
+        targets = {upstream: self._target_of(upstream) for upstream in set(self._upstreams.values())}
+        self._targets = {role: targets[upstream] for role, upstream in self._upstreams.items()}
+        for target in targets.values():
+            if not target.model:
+                try:
+                    await self._discover(target)
+                except UpstreamUnavailable as exc:
+                    logger.warning("%s; every request asks again until it answers", exc.message)
 
     async def close(self) -> None:
         """Close the pools; requests still in flight fail and their upstream connections close."""
@@ -182,24 +199,35 @@ class OpenAIBackend:
                 self._transports[key] = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
         return self._transports[key]
 
-    async def _resolve(self, upstream: Upstream) -> _Target:
+    def _target_of(self, upstream: Upstream) -> _Target:
         base = upstream.base_url.rstrip("/")
         url = httpx.URL(base)  # credentials in the URL stay out of messages
         label = str(url.copy_with(username=None, password=None)) if url.userinfo else base
         headers = [(b"content-type", b"application/json")]
         if upstream.api_key:
             headers.append((b"authorization", f"Bearer {upstream.api_key}".encode()))
-        target = _Target(label, httpx.URL(base + "/chat/completions"), httpx.URL(base + "/models"),
-                         upstream.model or "", headers, upstream.api_key, self._transport_for(url))
-        if upstream.model:
-            return target
-        try:
-            model = (await self._get_models(target))["data"][0]["id"]
-        except (BackendError, ValueError, LookupError, TypeError) as exc:
-            detail = exc.message if isinstance(exc, BackendError) else f"unexpected /models answer ({exc!r})"
-            raise UpstreamUnavailable(f"could not discover the model served at {label}: {detail}; "
-                                      "configure the model name explicitly") from exc
-        return replace(target, model=str(model))
+        return _Target(label, httpx.URL(base + "/chat/completions"), httpx.URL(base + "/models"),
+                       upstream.model or "", headers, upstream.api_key, self._transport_for(url))
+
+    async def _discover(self, target: _Target) -> _Target:
+        """Ask `target` for its first model (and the context it declares); every role it serves gets it."""
+        async with self._discovery:
+            current = next(t for t in self._targets.values() if t.models_url == target.models_url
+                           and t.api_key == target.api_key)
+            if current.model:
+                return current  # found while this call waited
+            try:
+                entry = (await self._get_models(target))["data"][0]
+                model = entry["id"]
+            except (BackendError, ValueError, LookupError, TypeError) as exc:
+                detail = exc.message if isinstance(exc, BackendError) else f"unexpected /models answer ({exc!r})"
+                raise UpstreamUnavailable(f"could not discover the model served at {target.label}: {detail}; "
+                                          "configure the model name explicitly") from exc
+            context = entry.get("max_model_len")
+            found = replace(target, model=str(model),
+                            max_model_len=context if isinstance(context, int) and context > 0 else None)
+            self._targets = {role: found if t is current else t for role, t in self._targets.items()}
+            return found
 
     async def _send(self, target: _Target, url: httpx.URL, body: bytes | None = None,
                     timeouts: dict[str, float] | None = None) -> httpx.Response:
@@ -233,9 +261,10 @@ class OpenAIBackend:
         if not self._started:
             raise RuntimeError("OpenAIBackend used before start() or after close()")
 
-    def _target(self, role: Role) -> _Target:
+    async def _target(self, role: Role) -> _Target:
         self._require_started()
-        return self._targets[role]
+        target = self._targets[role]
+        return target if target.model else await self._discover(target)
 
     @staticmethod
     def _body(target: _Target, messages: Sequence[Message], sampling: Sampling, n: int,
@@ -243,7 +272,8 @@ class OpenAIBackend:
         body: dict[str, Any] = {"model": target.model,
                                 "messages": messages if isinstance(messages, list) else list(messages),
                                 "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p}
-        if sampling.max_tokens is not None:
+        if OpenAIBackend._capped(target, sampling):
+            # One that the declared context cannot hold is left out: the upstream then generates what fits.
             body["max_tokens"] = sampling.max_tokens
         if sampling.stop:
             body["stop"] = list(sampling.stop)
@@ -261,8 +291,14 @@ class OpenAIBackend:
     async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling,
                        n: int) -> Generation:
         """Sample `n` completions in ONE upstream request; usage is the upstream's (0 tokens if it omits it)."""
-        target = self._target(role)
-        response = await self._read(target, target.chat_url, self._body(target, messages, sampling, n))
+        target = await self._target(role)
+        try:
+            response = await self._read(target, target.chat_url, self._body(target, messages, sampling, n))
+        except ContextLengthExceeded:
+            if not self._capped(target, sampling):
+                raise
+            # The prompt fits but prompt + max_tokens does not: generate what fits (a cap, not a demand).
+            response = await self._read(target, target.chat_url, self._body(target, messages, _uncapped(sampling), n))
         try:
             data = json.loads(response.content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
@@ -277,21 +313,14 @@ class OpenAIBackend:
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Yield each content delta as it arrives, then one empty delta with finish_reason and usage."""
-        target = self._target(role)
-        body = self._body(target, messages, sampling, 1, stream=True)
+        target = await self._target(role)
+        response = await self._open_stream(target, messages, sampling)
         finish_reason: str | None = None
         usage = Usage(requests=1)
         done = False
-        try:
-            response = await self._send(target, target.chat_url, body)
-        except httpx.TransportError as exc:
-            raise _transport_error(target, exc) from exc
         # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
         # and with it the connection: vLLM sees the disconnect and aborts the request.
         try:
-            if response.status_code != 200:
-                await response.aread()
-                _raise_status(target, response)
             # SSE lines by hand (LF or CRLF; vLLM sends LF): httpx's aiter_lines decodes text and splits in
             # Python per line, twice the cost for what is one split per network read here.
             # The deltas of one network read go on as ONE delta: one token per read when the service keeps
@@ -343,6 +372,34 @@ class OpenAIBackend:
             raise UpstreamUnavailable(f"upstream {target.label} ended the stream before it finished")
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
+    async def _open_stream(self, target: _Target, messages: Sequence[Message], sampling: Sampling) -> httpx.Response:
+        """The 200 response of a streamed request, body unread; max_tokens handled as in generate."""
+        try:
+            return await self._post_stream(target, self._body(target, messages, sampling, 1, stream=True))
+        except ContextLengthExceeded:
+            if not self._capped(target, sampling):
+                raise
+            return await self._post_stream(target, self._body(target, messages, _uncapped(sampling), 1, stream=True))
+
+    async def _post_stream(self, target: _Target, body: bytes) -> httpx.Response:
+        try:
+            response = await self._send(target, target.chat_url, body)
+            if response.status_code == 200:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TransportError as exc:
+            raise _transport_error(target, exc) from exc
+        _raise_status(target, response)
+
+    @staticmethod
+    def _capped(target: _Target, sampling: Sampling) -> bool:
+        """Whether requests with `sampling` send max_tokens (see _body)."""
+        return sampling.max_tokens is not None and (target.max_model_len is None
+                                                    or sampling.max_tokens < target.max_model_len)
+
     async def check_health(self) -> None:
         """GET /models on each distinct upstream; raise UpstreamUnavailable if one does not answer 200."""
         if not self._started:
@@ -350,6 +407,6 @@ class OpenAIBackend:
         distinct = {(str(t.models_url), t.api_key): t for t in self._targets.values()}
         for target in distinct.values():
             try:
-                await self._get_models(target)
+                await (self._get_models(target) if target.model else self._discover(target))
             except BackendError as exc:
                 raise UpstreamUnavailable(exc.message) from exc

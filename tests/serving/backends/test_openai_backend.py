@@ -148,13 +148,74 @@ async def test_model_is_discovered_once_per_upstream(make: Make) -> None:
 
 @pytest.mark.parametrize("reply", [httpx.Response(200, json={"data": []}), httpx.Response(500, text="boom"),
                                    httpx.ConnectError("refused")])
-async def test_failed_discovery_is_unavailable(make: Make, reply: httpx.Response | Exception) -> None:
-    def handler(_: httpx.Request) -> httpx.Response:
+async def test_failed_discovery_is_unavailable_until_the_upstream_answers(
+        make: Make, reply: httpx.Response | Exception) -> None:
+    up = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if up:
+            return httpx.Response(200, json={"data": [{"id": "late"}]} if request.url.path.endswith("/models")
+                                  else completion("a"))
         if isinstance(reply, Exception):
             raise reply
         return reply
-    with pytest.raises(UpstreamUnavailable, match=f"could not discover the model served at {URL}"):
-        await make(handler, Upstream(URL))
+    backend = await make(handler, Upstream(URL))  # the service starts before its upstream
+    for call in (backend.check_health(), backend.generate("proposer", MESSAGES, SAMPLING, n=1)):
+        with pytest.raises(UpstreamUnavailable, match=f"could not discover the model served at {URL}"):
+            await call
+    up = True
+    await backend.check_health()
+    assert (await backend.generate("aggregator", MESSAGES, SAMPLING, n=1)).completions[0].text == "a"
+
+
+def context_refusal(request: httpx.Request) -> httpx.Response | None:
+    """vLLM's 400 for a 40-token prompt + max_tokens over a 2048-token context; None when the request fits."""
+    if json.loads(request.content).get("max_tokens", 0) <= 2048 - 40:
+        return None
+    return httpx.Response(400, json={"error": {
+        "message": "This model's maximum context length is 2048 tokens. However, you requested 4096 output tokens "
+                   "and your prompt contains 40 input tokens.", "param": "max_tokens"}})
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_max_tokens_over_the_context_is_a_cap_not_a_refusal(make: Make, streamed: bool) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        if (refusal := context_refusal(request)) is not None:
+            return refusal
+        if streamed:
+            return httpx.Response(200, stream=Chunks(sse(chunk("ok", reason="stop"), "[DONE]")))
+        return httpx.Response(200, json=completion("ok"))
+    seen, handler = recording(reply)
+    backend = await make(handler)
+    capped = Sampling(0.7, 1.0, max_tokens=4096)
+    if streamed:
+        assert [d.text async for d in backend.stream("proposer", MESSAGES, capped)] == ["ok", ""]
+    else:
+        assert (await backend.generate("proposer", MESSAGES, capped, n=1)).completions[0].text == "ok"
+    assert [json.loads(r.content).get("max_tokens") for r in seen] == [4096, None]
+
+
+async def test_a_prompt_over_the_context_is_still_refused(make: Make) -> None:
+    refusal = {"error": {"message": "This model's maximum context length is 2048 tokens.", "param": "messages"}}
+    seen, handler = recording(lambda _: httpx.Response(400, json=refusal))
+    backend = await make(handler)
+    with pytest.raises(ContextLengthExceeded):
+        await backend.generate("proposer", MESSAGES, SAMPLING, n=1)  # no max_tokens: nothing to drop
+    with pytest.raises(ContextLengthExceeded):
+        await backend.generate("proposer", MESSAGES, Sampling(0.7, 1.0, max_tokens=9), n=1)
+    assert len(seen) == 3  # one try without max_tokens, two with it
+
+
+async def test_a_discovered_context_leaves_out_a_max_tokens_it_cannot_hold(make: Make) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 2048}]})
+        return context_refusal(request) or httpx.Response(200, json=completion("a"))
+    seen, handler = recording(reply)
+    backend = await make(handler, Upstream(URL))
+    await backend.generate("proposer", MESSAGES, Sampling(0.7, 1.0, max_tokens=4096), n=1)
+    await backend.generate("proposer", MESSAGES, Sampling(0.7, 1.0, max_tokens=100), n=1)
+    assert [json.loads(r.content).get("max_tokens") for r in seen[1:]] == [None, 100]  # no refused round trip
 
 
 async def test_stream_yields_deltas_then_finish_and_usage(make: Make) -> None:
