@@ -11,7 +11,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from app.errors import ModelNotFound, status_and_body
-from app.metrics import Metrics
+from app.metrics import CHAT_PATH, Metrics
 from app.params import conversation, pipeline_params
 from app.protocol import (
     AftAnswer,
@@ -27,7 +27,7 @@ from app.protocol import (
 from app.settings import Settings
 from app.streaming import sse_stream
 from serving.errors import AFTError, InvalidRequest, Overloaded
-from serving.pipeline import AnswerDone, Pipeline
+from serving.pipeline import AnswerDone, Pipeline, PipelineParams
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,21 @@ class ChatService:
             raise InvalidRequest("the last message must not be from the assistant: continuing a "
                                  "partial answer is not supported", param="messages")
 
+    def _admit(self, request: ChatCompletionRequest) -> PipelineParams:
+        """Check the request and take an admission slot; a refusal is counted here."""
+        try:
+            self._check(request)
+            params = pipeline_params(request, self.settings)
+            self.admission.acquire()
+        except AFTError as exc:
+            self.metrics.refused(CHAT_PATH, status_and_body(exc)[0], "true" if request.stream else "false")
+            raise
+        return params
+
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Answer a non-streaming request."""
-        self._check(request)
-        params = pipeline_params(request, self.settings)
         start = time.perf_counter()
-        self.admission.acquire()
+        params = self._admit(request)
         status = "500"
         try:
             answers = await self.pipeline.run(conversation(request), params, n=request.n)
@@ -116,9 +125,7 @@ class ChatService:
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and admit now (so refusals are plain HTTP errors); return the SSE stream."""
-        self._check(request)
-        params = pipeline_params(request, self.settings)
-        self.admission.acquire()
+        params = self._admit(request)
         start = time.perf_counter()
         metrics = self.metrics
         outcome = {"status": "disconnected", "open": True}

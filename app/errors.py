@@ -85,16 +85,19 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the app can raise into the one error shape."""
 
     @app.exception_handler(AFTError)
-    async def _domain(_: Request, exc: AFTError) -> JSONResponse:
+    async def _domain(request: Request, exc: AFTError) -> JSONResponse:
         status, body = status_and_body(exc)
+        if isinstance(exc, AuthenticationFailed):  # the chat service counts its own refusals
+            request.app.state.metrics.refused(request.url.path, status)
         headers = {"Retry-After": "1"} if status in (429, 503) else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(list(exc.errors()))
+        request.app.state.metrics.refused(request.url.path, 400)
         return error_response(400, message, "invalid_request_error", param=param)
 
     @app.exception_handler(StarletteHTTPException)

@@ -41,7 +41,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.chat = ChatService(settings, Pipeline(backend), metrics)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
+                       on_refusal=lambda path: metrics.refused(path, 413))
     for router in (chat.router, models.router, health.router):
         app.include_router(router)
     return app

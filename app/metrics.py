@@ -10,6 +10,7 @@ from serving.backends.base import Usage
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+CHAT_PATH = "/v1/chat/completions"
 
 
 def stage_of(round_: int, rounds: int) -> str:
@@ -25,7 +26,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome.",
+        self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome (stream is "
+                                "'unknown' for requests refused before their body was read: 400, 401, 413).",
                                 ["stream", "status"], registry=r)
         self.in_flight = Gauge("aft_requests_in_flight", "Chat completion requests being served.", registry=r)
         self.latency = Histogram("aft_request_duration_seconds", "Time from request to last byte.",
@@ -37,6 +39,11 @@ class Metrics:
                               ["stage", "kind"], registry=r)
         self.backend_requests = Counter("aft_backend_requests", "Engine/upstream requests, by pipeline stage.",
                                         ["stage"], registry=r)
+
+    def refused(self, path: str, status: int, stream: str = "unknown") -> None:
+        """Count a chat request refused before the pipeline ran (other paths are not counted)."""
+        if path == CHAT_PATH:
+            self.requests.labels(stream, str(status)).inc()
 
     def record_usage(self, usage_by_round: list[Usage], rounds: int) -> None:
         for round_, usage in enumerate(usage_by_round):

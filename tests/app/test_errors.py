@@ -147,3 +147,36 @@ async def test_health_reports_a_broken_backend(client: httpx.AsyncClient, backen
     backend.error = UpstreamUnavailable("upstream http://u/v1 refused the connection")
     response = await client.get("/health")
     assert response.status_code == 502 and "refused" in error_of(response)["message"]
+
+
+async def test_refusals_are_counted_with_their_status(app_factory: Any, backend: ScriptedBackend) -> None:
+    backend.delay = 0.2
+    app = app_factory(max_concurrent_requests=1, max_request_bytes=1000, api_keys=["sk-one"])
+    key = {"authorization": "Bearer sk-one"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        busy = asyncio.create_task(c.post("/v1/chat/completions", json=chat_body(), headers=key))
+        await asyncio.sleep(0.05)
+        refusals = [
+            ({"json": chat_body()}, 401),
+            ({"json": chat_body(messages=[{"role": "user", "content": "x" * 2000}])}, 413),
+            ({"json": {"model": MODEL}, "headers": key}, 400),  # no messages: refused by the schema
+            ({"json": chat_body(model="other", stream=True), "headers": key}, 404),
+            ({"json": chat_body(aft={"proposals": 99}), "headers": key}, 400),
+            ({"json": chat_body(), "headers": key}, 503),
+        ]
+        for kwargs, status in refusals:
+            assert (await c.post("/v1/chat/completions", **kwargs)).status_code == status
+        assert (await busy).status_code == 200
+        assert (await c.get("/v1/nothing-here")).status_code == 404  # not a chat request: not counted
+        text = (await c.get("/metrics")).text
+    counted = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("aft_requests_total{")}
+    assert counted == {
+        'aft_requests_total{status="401",stream="unknown"}': 1.0,
+        'aft_requests_total{status="413",stream="unknown"}': 1.0,
+        'aft_requests_total{status="400",stream="unknown"}': 1.0,
+        'aft_requests_total{status="404",stream="true"}': 1.0,
+        'aft_requests_total{status="400",stream="false"}': 1.0,
+        'aft_requests_total{status="503",stream="false"}': 1.0,
+        'aft_requests_total{status="200",stream="false"}': 1.0,
+    }
