@@ -101,8 +101,7 @@ class ChatService:
             raise
         finally:
             self.admission.release()
-            self.metrics.requests.labels("false", status).inc()
-            self.metrics.latency.labels("false").observe(time.perf_counter() - start)
+            self.metrics.answered("false", status, time.perf_counter() - start)
         usage = UsageInfo()
         info = AftInfo(proposals=params.proposals, rounds=params.rounds, answers=[])
         include = bool(request.aft and request.aft.include_proposals)
@@ -128,10 +127,11 @@ class ChatService:
         params = self._admit(request)
         start = time.perf_counter()
         metrics = self.metrics
-        outcome = {"status": "disconnected", "open": True}
+        status, open_ = "disconnected", True
 
         def failed(exc: Exception) -> None:
-            outcome["status"] = str(status_and_body(exc)[0]) if isinstance(exc, AFTError) else "500"
+            nonlocal status
+            status = str(status_and_body(exc)[0]) if isinstance(exc, AFTError) else "500"
 
         def first_token() -> None:
             metrics.ttft.observe(time.perf_counter() - start)
@@ -140,14 +140,14 @@ class ChatService:
             metrics.record_usage(done.usage_by_round, params.rounds)
 
         def closed(finished: bool) -> None:
-            if not outcome["open"]:
+            nonlocal status, open_
+            if not open_:
                 return
-            outcome["open"] = False
-            if finished and outcome["status"] == "disconnected":
-                outcome["status"] = "200"
+            open_ = False
+            if finished and status == "disconnected":
+                status = "200"
             self.admission.release()
-            metrics.requests.labels("true", outcome["status"]).inc()
-            metrics.latency.labels("true").observe(time.perf_counter() - start)
+            metrics.answered("true", status, time.perf_counter() - start)
 
         options = request.stream_options
         # The stream is the generator itself (no wrapper re-yielding each token); it releases the

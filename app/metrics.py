@@ -39,18 +39,28 @@ class Metrics:
                               ["stage", "kind"], registry=r)
         self.backend_requests = Counter("aft_backend_requests", "Engine/upstream requests, by pipeline stage.",
                                         ["stage"], registry=r)
+        # Children of the labels every answer records, looked up once (labels() costs more than inc()).
+        self._by_stage = {stage: (self.tokens.labels(stage, "prompt"), self.tokens.labels(stage, "completion"),
+                                  self.backend_requests.labels(stage))
+                          for stage in ("proposals", "aggregation", "final")}
+        self._latency = {stream: self.latency.labels(stream) for stream in ("true", "false")}
 
     def refused(self, path: str, status: int, stream: str = "unknown") -> None:
         """Count a chat request refused before the pipeline ran (other paths are not counted)."""
         if path == CHAT_PATH:
             self.requests.labels(stream, str(status)).inc()
 
+    def answered(self, stream: str, status: str, seconds: float) -> None:
+        """Count a chat request the pipeline ran for, by outcome, and its duration."""
+        self.requests.labels(stream, status).inc()
+        self._latency[stream].observe(seconds)
+
     def record_usage(self, usage_by_round: list[Usage], rounds: int) -> None:
         for round_, usage in enumerate(usage_by_round):
-            stage = stage_of(round_, rounds)
-            self.tokens.labels(stage, "prompt").inc(usage.prompt_tokens)
-            self.tokens.labels(stage, "completion").inc(usage.completion_tokens)
-            self.backend_requests.labels(stage).inc(usage.requests)
+            prompt, completion, requests = self._by_stage[stage_of(round_, rounds)]
+            prompt.inc(usage.prompt_tokens)
+            completion.inc(usage.completion_tokens)
+            requests.inc(usage.requests)
 
     def render(self) -> bytes:
         # The process-wide registry carries the process collectors (RSS, CPU, open fds) and,

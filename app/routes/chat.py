@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from app.auth import Authorized
 from app.cancellation import ClientDisconnected, cancel_on_disconnect
@@ -26,4 +25,5 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         completion = await cancel_on_disconnect(request, chat.complete(body))
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the status is for access logs
-    return JSONResponse(completion.model_dump(exclude_none=True))
+    # pydantic's own serializer: one pass in Rust, a third of model_dump + json.dumps.
+    return Response(completion.model_dump_json(exclude_none=True), media_type="application/json")
