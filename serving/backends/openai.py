@@ -151,6 +151,7 @@ class OpenAIBackend:
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}
         self._targets: dict[Role, _Target] = {}
         self._discovery = asyncio.Lock()
+        self._discovered: dict[tuple[str, str | None], _Target] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -175,6 +176,7 @@ class OpenAIBackend:
         transports = [*self._transports.values(), *([self._injected] if self._injected is not None else [])]
         self._started = False
         self._targets = {}
+        self._discovered = {}
         self._transports = {}
         for transport in transports:
             await transport.aclose()
@@ -211,23 +213,23 @@ class OpenAIBackend:
 
     async def _discover(self, target: _Target) -> _Target:
         """Ask `target` for its first model (and the context it declares); every role it serves gets it."""
+        key = (str(target.models_url), target.api_key)
         async with self._discovery:
-            current = next(t for t in self._targets.values() if t.models_url == target.models_url
-                           and t.api_key == target.api_key)
-            if current.model:
-                return current  # found while this call waited
-            try:
-                entry = (await self._get_models(target))["data"][0]
-                model = entry["id"]
-            except (BackendError, ValueError, LookupError, TypeError) as exc:
-                detail = exc.message if isinstance(exc, BackendError) else f"unexpected /models answer ({exc!r})"
-                raise UpstreamUnavailable(f"could not discover the model served at {target.label}: {detail}; "
-                                          "configure the model name explicitly") from exc
-            context = entry.get("max_model_len")
-            found = replace(target, model=str(model),
-                            max_model_len=context if isinstance(context, int) and context > 0 else None)
-            self._targets = {role: found if t is current else t for role, t in self._targets.items()}
-            return found
+            if key not in self._discovered:  # else found while this call waited
+                try:
+                    entry = (await self._get_models(target))["data"][0]
+                    model = entry["id"]
+                except (BackendError, ValueError, LookupError, TypeError) as exc:
+                    detail = exc.message if isinstance(exc, BackendError) else f"unexpected /models answer ({exc!r})"
+                    raise UpstreamUnavailable(f"could not discover the model served at {target.label}: {detail}; "
+                                              "configure the model name explicitly") from exc
+                context = entry.get("max_model_len")
+                if not (isinstance(context, int) and context > 0):
+                    context = None
+                self._discovered[key] = replace(target, model=str(model), max_model_len=context)
+                self._targets = {role: self._discovered[key] if t is target else t
+                                 for role, t in self._targets.items()}
+            return self._discovered[key]
 
     async def _send(self, target: _Target, url: httpx.URL, body: bytes | None = None,
                     timeouts: dict[str, float] | None = None) -> httpx.Response:

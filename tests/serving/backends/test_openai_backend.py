@@ -412,3 +412,17 @@ async def test_plain_http_upstreams_share_the_lean_transport(monkeypatch: pytest
     assert not isinstance(backend._targets["proposer"].transport, HTTP1Transport)  # the proxy is honoured
     assert isinstance(backend._targets["aggregator"].transport, httpx.AsyncHTTPTransport)
     await backend.close()
+
+
+async def test_a_named_role_and_a_discovering_role_on_one_upstream_keep_their_models(make: Make) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "first"}, {"id": "named"}]})
+        return httpx.Response(200, json=completion("a"))
+    seen, handler = recording(reply)
+    backend = await make(handler, Upstream(URL, "named"), Upstream(URL))
+    await asyncio.gather(*(backend.generate(role, MESSAGES, SAMPLING, n=1)  # type: ignore[arg-type]
+                           for role in ("aggregator", "proposer", "aggregator")))
+    chats = [json.loads(r.content)["model"] for r in seen if r.url.path.endswith("/chat/completions")]
+    assert sorted(chats) == ["first", "first", "named"]
+    assert [r.url.path for r in seen].count("/v1/models") == 1
