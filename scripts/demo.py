@@ -3,7 +3,7 @@ ask it one question over the OpenAI SDK, streaming: the proposals of every round
 
 The embedded default is the toy AFT model (training/toy.py): a tiny Llama trained from
 scratch on this machine to add 8-digit numbers, then aggregation fine-tuned on its own
-drafts. It is built on first use (about ten minutes on two CPU cores) and cached in
+drafts. It is built on first use (about twelve minutes on two CPU cores) and cached in
 models/toy; its drafts slip on a digit here and there, and the aggregation reads them
 digit by digit. Point --model at an AFT checkpoint on a GPU host for a real model.
 """
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _toy_model(path: Path) -> Path:
     if (path / "aft.json").is_file():
         return path
-    print(f"building the toy AFT model into {path} (first use only; about ten minutes on two cores) ...",
+    print(f"building the toy AFT model into {path} (first use only; about twelve minutes on two cores) ...",
           flush=True)
     os.environ.update(CPU_ENGINE_ENV)  # the recipe drafts its training proposals on an in-process engine
     return run_recipe(path)

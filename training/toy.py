@@ -1,10 +1,12 @@
 """`aft toy`: the whole AFT recipe on a task with checkable answers, from scratch, on a laptop CPU.
 
 The task is long multiplication by one digit ("What is 31415926 × 3?"). A tiny Llama learns
-it from scratch here; sampled hot its answers slip on a digit here and there, and
-the slips of different samples fall on different digits. So N drafts hold information
-one draft does not: read digit by digit, most drafts agree on the right digit, even when
-no two drafts agree on the whole answer (which is what majority vote needs).
+it from scratch here and gets about three answers in four right: its slips are carries,
+and the same carries go wrong in most of its samples, so majority vote gains nothing.
+Checking is easier than producing, though: written left to right, a product digit needs
+the carry of the whole rest of the number, but given a draft's next digit that carry
+follows from one operand digit. An aggregator that has learned to check drafts digit by
+digit repairs their slips, so N drafts are worth more than any vote over them.
 
 The recipe, every step on this repository's own code:
 1. tokenizer: byte-level BPE trained here, digits always single tokens (so a digit slip
@@ -13,7 +15,8 @@ The recipe, every step on this repository's own code:
 2. a random-weight Llama (head_dim 64, vLLM's CPU attention needs it);
 3. SFT: training.train (TRL SFTTrainer) on proposer-format rows;
 4. on-policy proposals: the SFT model on vLLM (serving.backends.vllm) through
-   training.data.on_policy_samples;
+   training.data.on_policy_samples, for a quarter of the AFT queries; the rest get
+   off-policy drafts, the reference with carry slips (RecipeConfig.aft_slip_rate says why);
 5. AFT: training.train again, from the SFT model, on aggregation rows (training.rows,
    so the prompts are serving/format.py's) mixed with plain answering rows;
 6. export with aft.json (training.export), which `aft serve --model DIR` reads.
@@ -88,6 +91,12 @@ class MultiplicationTask:
     def training_problems(self, n: int, seed: int) -> list[Problem]:
         """`n` training problems (never held out), the same ones for the same seed."""
         return self._problems(n, seed, held_out=False)
+
+    @staticmethod
+    def slipped(answer: str, rate: float, rng: random.Random) -> str:
+        """`answer` with carry slips: each digit, with chance `rate`, one up or down (mod 10), which is
+        what a wrong carry does to it."""
+        return "".join(str((int(d) + rng.choice((-1, 1))) % 10) if rng.random() < rate else d for d in answer)
 
     def extract(self, text: str) -> str | None:
         """The first number of a response (what is checked and voted on)."""
@@ -184,21 +193,29 @@ class RecipeConfig:
     sft_batch_size: int = 64
     sft_learning_rate: float = 2e-3
     aft_queries: int = 4000
-    """Training problems the SFT model drafts proposals for (one aggregation row each)."""
-    aft_max_proposals: int = 8
+    """Training problems with one aggregation row each."""
+    aft_on_policy_share: float = 0.25
+    """Share of the queries whose drafts the SFT model writes (on vLLM); the others get the reference
+    with carry slips, off-policy drafts that copying cannot fix (see `aft_slip_rate`)."""
+    aft_slip_rate: float = 0.3
+    """Per-digit chance of a carry slip in the off-policy drafts. The model's own drafts are right
+    on most digits, so on them alone AFT learns to copy a draft (measured: no gain over greedy); with
+    slips it must check each digit against the question, which a draft makes local: knowing the
+    next product digit, the carry into a digit follows from one operand digit, while writing the
+    answer from the question alone needs the carry of the whole rest of the number."""
+    aft_max_proposals: int = 4
     """Each aggregation row reads a random 1..this many of the query's drafts, so one model serves every N."""
     aft_sft_ratio: float = 0.25
     """Plain answering rows per aggregation row, so the AFT model still answers directly."""
-    aft_steps: int = 400
+    aft_steps: int = 1200
     aft_batch_size: int = 32
-    aft_learning_rate: float = 1e-3
-    proposal_temperature: float = 1.5
-    """Drafts are sampled hot: slips in different places are the diversity aggregation feeds on."""
+    aft_learning_rate: float = 2e-3
+    proposal_temperature: float = 1.0
     proposal_top_p: float = 1.0
     temperature: float = 0.7
     """Final answers and single samples (the service's default)."""
     top_p: float = 1.0
-    proposals: int = 5
+    proposals: int = 3
     rounds: int = 1
     threads: int = 1
     """torch threads for training. One: on a small shared host a second thread mostly spins."""
@@ -296,7 +313,11 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     lap("SFT")
 
     queries = task.training_problems(config.aft_queries, config.seed * 10 + 2)
-    drafts = asyncio.run(_draft(sft, queries, config))
+    on_policy = round(config.aft_queries * config.aft_on_policy_share)
+    drafts = asyncio.run(_draft(sft, queries[:on_policy], config)) if on_policy else []
+    rng = random.Random(config.seed)
+    drafts += [[task.slipped(q.answer, config.aft_slip_rate, rng) for _ in range(config.aft_max_proposals)]
+               for q in queries[on_policy:]]
     rows = aggregation_rows(queries, drafts, max_proposals=config.aft_max_proposals,
                             sft_ratio=config.aft_sft_ratio, seed=config.seed)
     lap("on-policy drafts")
@@ -306,7 +327,8 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     lap("AFT")
 
     summary = {"builder": "training.toy", "task": task.name, "digits": config.digits,
-               "aft_examples": config.aft_queries, "sft_examples": len(rows) - config.aft_queries,
+               "aft_examples": config.aft_queries, "aft_on_policy_examples": on_policy,
+               "sft_examples": len(rows) - config.aft_queries,
                "pretraining_examples": config.sft_examples, "recipe": asdict(config)}
     export(aft, out, base_model="from scratch (training.toy)", data_summary=summary, recommended={
         "proposals": config.proposals, "rounds": config.rounds, "proposal_temperature": config.proposal_temperature,
@@ -328,7 +350,9 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     parser.add_argument("--results", default="bench/results/toy", help="Where `aft eval` writes its results.")
     parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True,
                         help="Evaluate the result (default: yes).")
-    parser.add_argument("--problems", type=int, default=1000, help="Held-out problems for the evaluation.")
+    parser.add_argument("--problems", type=int, default=500,
+                        help="Held-out problems for the evaluation (default 500: the recipe and its evaluation "
+                             "take under 15 minutes on two CPU cores).")
     defaults = RecipeConfig()
     for name in ("sft_steps", "aft_steps", "aft_queries", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
@@ -354,9 +378,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from training import evaluate
 
+    trained = ",".join(str(n) for n in range(1, RecipeConfig.aft_max_proposals + 1))
     code = evaluate.main(evaluate.make_parser().parse_args([
         "--model", str(out), "--baseline", str(work / "sft" / "final"), "--problems", str(args.problems),
-        "--out", args.results]))
+        "--proposals", trained, "--out", args.results]))
     print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
     return code
 

@@ -40,6 +40,16 @@ def test_extract_and_check_read_the_first_number() -> None:
     assert not task.check(problem, "421")
 
 
+def test_slipped_drafts_are_off_by_one_digits_at_the_given_rate() -> None:
+    rng = random.Random(0)
+    assert MultiplicationTask.slipped("94247778", 0.0, rng) == "94247778"
+    every = MultiplicationTask.slipped("90247778", 1.0, rng)
+    assert all((int(s) - int(d)) % 10 in (1, 9) for s, d in zip(every, "90247778", strict=True))
+    slipped = [MultiplicationTask.slipped("12345678", 0.3, rng) for _ in range(2000)]
+    rate = sum(s != d for draft in slipped for s, d in zip(draft, "12345678", strict=True)) / 16_000
+    assert 0.28 < rate < 0.32
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     return build_tokenizer(tmp_path_factory.mktemp("toy-tokenizer"), MultiplicationTask(8))
