@@ -19,6 +19,7 @@ from pathlib import Path
 import openai
 from launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 
+from serving.manifest import read_manifest
 from training.toy import run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +38,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="checkpoint to serve (default: the embedded toy AFT model)")
     parser.add_argument("--question", default="What is 31415926 × 3?")
-    parser.add_argument("--proposals", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--proposals", type=int, help="N (default: the checkpoint's aft.json, else the server's 5)")
+    parser.add_argument("--rounds", type=int, help="rounds (default: the checkpoint's aft.json, else the server's 2)")
     args = parser.parse_args()
 
     model = Path(args.model) if args.model else _toy_model(ROOT / "models" / "toy")
+    manifest = read_manifest(model) if model.is_dir() else None
+    advice = manifest.recommended.as_dict() if manifest else {}
+    proposals = args.proposals if args.proposals is not None else int(advice.get("proposals", 5))
+    rounds = args.rounds if args.rounds is not None else int(advice.get("rounds", 2))
     port = free_port()
     log = ROOT / "models" / "demo-server.log"
     print(f"starting aft serve on 127.0.0.1:{port} with {model} (log: {log}) ...", flush=True)
@@ -51,11 +56,11 @@ def main() -> int:
     with running(command, f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV):
         print(f"ready in {time.monotonic() - started:.0f} s\n")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
-        print(f"Q: {args.question}  (N={args.proposals}, rounds={args.rounds})\n")
+        print(f"Q: {args.question}  (N={proposals}, rounds={rounds})\n")
         stream = client.chat.completions.create(
             model="aft", messages=[{"role": "user", "content": args.question}], stream=True,
             stream_options={"include_usage": True},
-            extra_body={"aft": {"proposals": args.proposals, "rounds": args.rounds, "include_proposals": True}})
+            extra_body={"aft": {"proposals": proposals, "rounds": rounds, "include_proposals": True}})
         answering = False
         for chunk in stream:
             extra = chunk.model_extra or {}
@@ -73,7 +78,7 @@ def main() -> int:
                     print(choice.delta.content, end="", flush=True)
             if chunk.usage:
                 print(f"\n\nusage: {chunk.usage.prompt_tokens} prompt + {chunk.usage.completion_tokens} "
-                      f"completion tokens over {args.rounds + 1} engine requests")
+                      f"completion tokens over {rounds + 1} engine requests")
     return 0
 
 
