@@ -9,6 +9,8 @@ time it was sent, so a client behind a gateway can tell how long the gateway hel
 
 It counts requests, open connections (and their peak) and cancelled responses (the
 client closed the connection before the response ended): GET /stats, POST /stats/reset.
+GET /trace returns (and forgets) the CLOCK_MONOTONIC microseconds at which each recent chat
+request arrived and its response left, so bench/trace.py can place a gateway's hops.
 GET /v1/models and GET /health answer too. It listens on 127.0.0.1 only and stops by
 itself after --lifetime seconds.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -100,7 +103,7 @@ class _Response:
                         for i in range(self.n)],
             "usage": self._usage()}).encode()
         self.handle = None
-        self.conn.finish(_head(200, b"application/json", len(payload)) + payload)
+        self.conn.finish(_head(200, b"application/json", len(payload)) + payload, traced=True)
 
     def _usage(self) -> dict[str, int]:
         prompt = sum(len(str(m.get("content", ""))) for m in self.body.get("messages", [])) // 4 + 1
@@ -128,7 +131,7 @@ class _Response:
         usage = (b'data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","model":"stub","choices":[],'
                  b'"usage":%s}\n\ndata: [DONE]\n\n' % json.dumps(self._usage()).encode())
         self.handle = None
-        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n")
+        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n", traced=True)
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -183,8 +186,10 @@ class StubProtocol(asyncio.Protocol):
         data = json.dumps(payload).encode()
         self.transport.write(_head(status, b"application/json", len(data)) + data)
 
-    def finish(self, data: bytes) -> None:
+    def finish(self, data: bytes, *, traced: bool = False) -> None:
         self.transport.write(data)
+        if traced:
+            self.server.trace.append(("out", _now_us()))
         self.response = None
         self.server.stats.completed += 1
         self._next()
@@ -193,6 +198,7 @@ class StubProtocol(asyncio.Protocol):
         server = self.server
         server.stats.requests += 1
         if path == "/v1/chat/completions" and method == "POST":
+            server.trace.append(("in", _now_us()))
             server.stats.chat_requests += 1
             request = json.loads(body)
             self.response = _Response(self, request, server.timing)
@@ -207,6 +213,9 @@ class StubProtocol(asyncio.Protocol):
             self._reply(200, {"status": "ok"})
         elif path == "/stats" and method == "GET":
             self._reply(200, {**asdict(server.stats), "timing": asdict(server.timing)})
+        elif path == "/trace" and method == "GET":
+            self._reply(200, list(server.trace))
+            server.trace.clear()
         elif path == "/stats/reset" and method == "POST":
             server.reset()
             self._reply(200, {"status": "reset"})
@@ -223,6 +232,7 @@ class StubServer:
     def __init__(self, timing: Timing) -> None:
         self.timing = timing
         self.stats = Stats()
+        self.trace: collections.deque[tuple[str, int]] = collections.deque(maxlen=10_000)
 
     def reset(self) -> None:
         open_now = self.stats.open_connections

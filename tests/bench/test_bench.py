@@ -59,6 +59,18 @@ async def test_a_client_leaving_mid_stream_is_counted_as_cancelled() -> None:
     assert stats["cancelled"] == 1 and stats["completed"] == 0
 
 
+async def test_trace_places_each_call_between_the_clients_stamps() -> None:
+    from bench.trace import _hops
+
+    async with stub(Timing(ttft=0.01, tpot=0.001, tokens=4)) as port:
+        connection = Connection(port)
+        hops = await _hops(direct_answer(3, 2, stream=False), connection, port)
+        connection.close()
+        assert json.loads(await get_json_bytes(port, "/trace")) == []  # read once, then forgotten
+    # in, turn 0, turn 1, out: the stub's own 13 ms per call excluded, so each hop is far less.
+    assert len(hops) == 4 and all(0 <= hop < 10_000 for hop in hops)
+
+
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
