@@ -114,3 +114,14 @@ async def test_metrics_count_requests_and_tokens(client: httpx.AsyncClient) -> N
     assert 'aft_backend_requests_total{stage="proposals"} 1.0' in text
     assert 'aft_backend_requests_total{stage="final"} 1.0' in text
     assert 'aft_tokens_total{kind="completion",stage="proposals"} 2.0' in text
+
+
+async def test_openapi_documents_the_chat_request_and_response(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/chat/completions"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] is True
+    assert {"model", "messages"} <= set(body["required"]) and "aft" in body["properties"]
+    assert "$ref" not in json.dumps(body) and "$defs" not in body  # nothing points into the document's root
+    assert body["properties"]["aft"]["anyOf"][0]["properties"]["proposals"]
+    assert "ChatCompletion" in json.dumps(operation["responses"]["200"])
