@@ -125,6 +125,13 @@ def _usage(data: Any) -> Usage:
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
 
 
+async def _read_and_close(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+
+
 def _uncapped(sampling: Sampling) -> Sampling:
     return replace(sampling, max_tokens=None)
 
@@ -246,10 +253,7 @@ class OpenAIBackend:
         self._require_started()
         try:
             response = await self._send(target, url, body, timeouts)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            await _read_and_close(response)
         except httpx.TransportError as exc:
             raise _transport_error(target, exc) from exc
         if response.status_code != 200:
@@ -388,10 +392,7 @@ class OpenAIBackend:
             response = await self._send(target, target.chat_url, body)
             if response.status_code == 200:
                 return response
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            await _read_and_close(response)
         except httpx.TransportError as exc:
             raise _transport_error(target, exc) from exc
         _raise_status(target, response)
