@@ -110,6 +110,8 @@ async def outcome(base_url: str, before: tuple[float, float]) -> str:
 
 async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
     for _ in range(3):
+        # Start from an idle engine: work another test left running would count as this request's.
+        await wait_for_metric(vllm_server, "vllm:num_requests_running", at_most=0)
         before = await engine_work(vllm_server)
         deltas = backend.stream("proposer", MESSAGES, LONG)
         assert (await anext(deltas)).text
