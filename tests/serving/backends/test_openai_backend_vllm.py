@@ -109,6 +109,11 @@ async def outcome(base_url: str, before: tuple[float, float]) -> str:
 
 
 async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
+    # Up to three tries, passing on the first abort. A try proves nothing when greedy decoding ends
+    # early; and on two loaded cores vLLM's API server can notice the closed connection only after
+    # its engine has finished (seen in clean-clone CI runs, never in isolation). A backend that does
+    # not close its connection runs to the end every time.
+    results = []
     for _ in range(3):
         # Start from an idle engine: work another test left running would count as this request's.
         await wait_for_metric(vllm_server, "vllm:num_requests_running", at_most=0)
@@ -116,10 +121,10 @@ async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend
         deltas = backend.stream("proposer", MESSAGES, LONG)
         assert (await anext(deltas)).text
         await deltas.aclose()
-        result = await outcome(vllm_server, before)
-        if result != "ended early":
+        results.append(await outcome(vllm_server, before))
+        if results[-1] == "aborted":
             break
-    assert result == "aborted"
+    assert results[-1] == "aborted", results
 
 
 async def test_upstream_refusals_map_to_domain_errors(backend: OpenAIBackend, vllm_server: str) -> None:
