@@ -25,7 +25,8 @@ SHORT = {"max_tokens": 8, "extra_body": {"aft": {"proposal_max_tokens": 8}}}
 
 
 class Service:
-    def __init__(self, base_url: str, engine_metrics_url: str) -> None:
+    def __init__(self, kind: str, base_url: str, engine_metrics_url: str) -> None:
+        self.kind = kind  # the backend: vllm or openai
         self.base_url = base_url
         self.engine_metrics_url = engine_metrics_url
         self.client = openai.OpenAI(base_url=base_url, api_key="test", max_retries=0)
@@ -46,7 +47,7 @@ def vllm_service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     log = tmp_path_factory.mktemp("aft-vllm") / "server.log"
     with running(command, f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV):
         # The in-process engine's metrics are exposed by the service itself.
-        yield Service(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/metrics")
+        yield Service("vllm", f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/metrics")
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +57,7 @@ def openai_service(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -
                                 "--served-model-name", "aft")
     log = tmp_path_factory.mktemp("aft-openai") / "server.log"
     with running(command, f"http://127.0.0.1:{port}/health", log, timeout=60):
-        yield Service(f"http://127.0.0.1:{port}/v1", vllm_server.removesuffix("/v1") + "/metrics")
+        yield Service("openai", f"http://127.0.0.1:{port}/v1", vllm_server.removesuffix("/v1") + "/metrics")
 
 
 @pytest.fixture(params=["vllm", "openai"])
@@ -125,10 +126,11 @@ def test_sdk_errors_are_openai_shaped(service: Service) -> None:
     assert too_long.value.code == "context_length_exceeded"
 
 
-def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> None:
-    # Greedy decoding of the tiny model never meets its end token, so an unaborted draft
-    # runs to its 1500 tokens (seconds on a CPU). vLLM counts aborted requests nowhere;
-    # an abort shows as the engine going idle with far fewer tokens generated.
+def leave_during_drafts(service: Service) -> bool:
+    """Start a streamed answer, walk away once the draft is being generated; whether the engine
+    stopped short of the draft's 1500 tokens (greedy decoding of the tiny model never meets its end
+    token, so an unaborted draft runs to the end: seconds on a CPU). vLLM counts aborted requests
+    nowhere; an abort shows as the engine going idle with far fewer tokens generated."""
     generated = service.engine("vllm:generation_tokens_total")
     with httpx.stream("POST", service.base_url + "/chat/completions", timeout=60, json={
             "model": "aft", "messages": QUESTION, "stream": True, "max_tokens": 1500,
@@ -141,6 +143,21 @@ def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> No
     while service.engine("vllm:num_requests_running") > 0:
         assert time.monotonic() < deadline, "the engine kept generating for a client that left"
         time.sleep(0.2)
-    assert service.engine("vllm:generation_tokens_total") - generated < 1500
+    return service.engine("vllm:generation_tokens_total") - generated < 1500
+
+
+def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> None:
+    # In process the service aborts the engine request itself: one try must show it. Through the
+    # openai backend it closes the upstream connection and vLLM's API server aborts, which on two
+    # loaded cores it sometimes does only after its engine finished (a non-streamed request: it
+    # notices the closed connection late); the first abort out of three tries passes, a service
+    # that never closes the connection fails all three.
+    tries = 1 if service.kind == "vllm" else 3
+    results = []
+    for _ in range(tries):
+        results.append(leave_during_drafts(service))
+        if results[-1]:
+            break
+    assert results[-1], f"the draft ran to the end in all {tries} tries"
     seen = httpx.get(service.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
-    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in seen
+    assert f'aft_requests_total{{status="disconnected",stream="true"}} {float(len(results))}' in seen
