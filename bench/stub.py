@@ -103,7 +103,7 @@ class _Response:
                         for i in range(self.n)],
             "usage": self._usage()}).encode()
         self.handle = None
-        self.conn.finish(_head(200, b"application/json", len(payload)) + payload, traced=True)
+        self.conn.finish(_head(200, b"application/json", len(payload)) + payload)
 
     def _usage(self) -> dict[str, int]:
         prompt = sum(len(str(m.get("content", ""))) for m in self.body.get("messages", [])) // 4 + 1
@@ -131,7 +131,7 @@ class _Response:
         usage = (b'data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","model":"stub","choices":[],'
                  b'"usage":%s}\n\ndata: [DONE]\n\n' % json.dumps(self._usage()).encode())
         self.handle = None
-        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n", traced=True)
+        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n")
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -186,10 +186,9 @@ class StubProtocol(asyncio.Protocol):
         data = json.dumps(payload).encode()
         self.transport.write(_head(status, b"application/json", len(data)) + data)
 
-    def finish(self, data: bytes, *, traced: bool = False) -> None:
+    def finish(self, data: bytes) -> None:
         self.transport.write(data)
-        if traced:
-            self.server.trace.append(("out", _now_us()))
+        self.server.trace.append(("out", _now_us()))
         self.response = None
         self.server.stats.completed += 1
         self._next()

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import urllib.request
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -130,10 +130,6 @@ async def _read_and_close(response: httpx.Response) -> None:
         await response.aread()
     finally:
         await response.aclose()
-
-
-def _uncapped(sampling: Sampling) -> Sampling:
-    return replace(sampling, max_tokens=None)
 
 
 def _env_proxy(url: httpx.URL) -> str | None:
@@ -298,13 +294,8 @@ class OpenAIBackend:
                        n: int) -> Generation:
         """Sample `n` completions in ONE upstream request; usage is the upstream's (0 tokens if it omits it)."""
         target = await self._target(role)
-        try:
-            response = await self._read(target, target.chat_url, self._body(target, messages, sampling, n))
-        except ContextLengthExceeded:
-            if not self._capped(target, sampling):
-                raise
-            # The prompt fits but prompt + max_tokens does not: generate what fits (a cap, not a demand).
-            response = await self._read(target, target.chat_url, self._body(target, messages, _uncapped(sampling), n))
+        response = await self._within_context(target, sampling, lambda s: self._read(
+            target, target.chat_url, self._body(target, messages, s, n)))
         try:
             data = json.loads(response.content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
@@ -320,7 +311,8 @@ class OpenAIBackend:
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Yield each content delta as it arrives, then one empty delta with finish_reason and usage."""
         target = await self._target(role)
-        response = await self._open_stream(target, messages, sampling)
+        response = await self._within_context(target, sampling, lambda s: self._post_stream(
+            target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
         done = False
@@ -378,16 +370,19 @@ class OpenAIBackend:
             raise UpstreamUnavailable(f"upstream {target.label} ended the stream before it finished")
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
-    async def _open_stream(self, target: _Target, messages: Sequence[Message], sampling: Sampling) -> httpx.Response:
-        """The 200 response of a streamed request, body unread; max_tokens handled as in generate."""
+    async def _within_context(self, target: _Target, sampling: Sampling,
+                              call: Callable[[Sampling], Awaitable[httpx.Response]]) -> httpx.Response:
+        """`call(sampling)`; when the prompt fits but prompt + max_tokens does not, `call` again without
+        max_tokens, so the upstream generates what fits (a cap, not a demand)."""
         try:
-            return await self._post_stream(target, self._body(target, messages, sampling, 1, stream=True))
+            return await call(sampling)
         except ContextLengthExceeded:
             if not self._capped(target, sampling):
                 raise
-            return await self._post_stream(target, self._body(target, messages, _uncapped(sampling), 1, stream=True))
+            return await call(replace(sampling, max_tokens=None))
 
     async def _post_stream(self, target: _Target, body: bytes) -> httpx.Response:
+        """The 200 response of a streamed request, body unread."""
         try:
             response = await self._send(target, target.chat_url, body)
             if response.status_code == 200:
