@@ -2,10 +2,10 @@
 ask it one question over the OpenAI SDK, streaming: the proposals of every round, then the answer.
 
 The embedded default is the toy AFT model (training/toy.py): a tiny Llama trained from
-scratch on this machine to add 8-digit numbers, then aggregation fine-tuned on its own
-drafts. It is built on first use (about twelve minutes on two CPU cores) and cached in
-models/toy; its drafts slip on a digit here and there, and the aggregation reads them
-digit by digit. Point --model at an AFT checkpoint on a GPU host for a real model.
+scratch on this machine to multiply 8-digit numbers by one digit, then aggregation fine-tuned
+on drafts (its own and slipped copies of the answer). It is built on first use (about twelve
+minutes on two CPU cores) and cached in models/toy; its drafts slip on a digit here and there,
+and the aggregation reads them digit by digit. Point --model at an AFT checkpoint on a GPU host for a real model.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from training.rows import read_jsonl, validate_jsonl
 
 if TYPE_CHECKING:
     from peft import LoraConfig
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def lora_config(config: TrainConfig) -> LoraConfig | None:
                       target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM")
 
 
-def build_trainer(config: TrainConfig) -> SFTTrainer:
+def build_trainer(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> SFTTrainer:
     """An SFTTrainer over the validated rows (tokenized, labels masked); `train` runs it."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -94,7 +95,8 @@ def build_trainer(config: TrainConfig) -> SFTTrainer:
     validate_jsonl(config.data)
     dataset = Dataset.from_list(read_jsonl(config.data))
     trainer = SFTTrainer(model=config.model, args=sft_config(config), train_dataset=dataset,
-                         processing_class=load_tokenizer(config), peft_config=lora_config(config))
+                         processing_class=load_tokenizer(config), peft_config=lora_config(config),
+                         callbacks=list(callbacks) or None)
     kept = len(trainer.train_dataset)
     if kept < len(dataset):
         logger.warning("%d of %d examples had no completion token within max_length=%s and were dropped",
@@ -115,12 +117,13 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     return last
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the training; returns OUTPUT_DIR/final (full weights, or the LoRA adapter, with the tokenizer).
 
-    OUTPUT_DIR/trainer_state.json keeps the run's log (loss by step).
+    OUTPUT_DIR/trainer_state.json keeps the run's log (loss by step). `callbacks` join the trainer's
+    (a callback that sets control.should_training_stop ends the run early, the model saved as it is).
     """
-    trainer = build_trainer(config)
+    trainer = build_trainer(config, callbacks)
     trainer.train(resume_from_checkpoint=resume_checkpoint(config))
     trainer.save_state()
     final = Path(config.output_dir) / "final"

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from serving.format import AGGREGATION_TEMPLATE, aggregator_messages, proposer_messages
 from training.evaluate import Problem
-from training.toy import ModelShape, MultiplicationTask, aggregation_rows, build_model, build_tokenizer
+from training.toy import (
+    ModelShape,
+    MultiplicationTask,
+    aggregation_rows,
+    build_model,
+    build_tokenizer,
+)
 
 
 def test_problems_are_reproducible_products_without_a_carry_out() -> None:
@@ -129,3 +137,45 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
     assert {row["method"] for row in data["rows"]} >= {evaluate.SFT_GREEDY, evaluate.AFT_PA}
     assert all(row["total"] == 6 for row in data["rows"])
     assert (results / "accuracy.png").is_file() and (results / "results.md").is_file()
+
+
+class _Answering:
+    """A stand-in for a transformers model: `generate` appends, greedy, what `answer(question)` says."""
+
+    def __init__(self, tokenizer: Any, answer: Any) -> None:
+        self.tokenizer, self.answer, self.training, self.device = tokenizer, answer, True, "cpu"
+
+    def eval(self) -> None:
+        self.training = False
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def generate(self, input_ids: Any, attention_mask: Any, *, do_sample: bool, **kwargs: Any) -> Any:
+        import torch
+
+        assert not do_sample and not self.training
+        assert (attention_mask[:, -1] == 1).all()  # padded on the left: every prompt ends at the same place
+        prompts = self.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+        answers = [self.tokenizer.encode(self.answer(re.search(r"What is .*\?", p).group(0)) + "<|end|>",
+                                         add_special_tokens=False) for p in prompts]
+        width = max(len(a) for a in answers)
+        pad = self.tokenizer.pad_token_id
+        tails = torch.tensor([a + [pad] * (width - len(a)) for a in answers])
+        return torch.cat([input_ids, tails], dim=1)
+
+
+def test_greedy_accuracy_reads_the_answers_of_the_proposer_prompt(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from training.stop import greedy_accuracy
+
+    task = MultiplicationTask(8)
+    problems = task.training_problems(300, seed=3)  # more than one batch of 128
+    truth = {p.conversation[0]["content"]: p.answer for p in problems}
+    wrong = set(list(truth)[::4])  # every fourth question answered off by one
+
+    def answer(question: str) -> str:
+        return str(int(truth[question]) + (question in wrong))
+
+    model = _Answering(tokenizer, answer)
+    assert greedy_accuracy(model, tokenizer, task, problems, max_new_tokens=12) == 1 - len(wrong) / len(problems)
+    assert model.training  # put back as it was

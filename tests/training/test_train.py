@@ -73,3 +73,23 @@ def test_rows_longer_than_max_length_are_dropped_and_logged(tiny_model: Path, ro
     trainer = build_trainer(tiny_config(tiny_model, rows_file, tmp_path / "run", max_length=60))
     assert len(trainer.train_dataset) == 4
     assert "12 of 16 examples had no completion token within max_length=60" in caplog.text
+
+
+def test_a_callback_that_reaches_its_target_stops_the_run_with_the_model_saved(tiny_model: Path, rows_file: Path,
+                                                                                tmp_path: Path) -> None:
+    from training.stop import stop_at_accuracy
+
+    accuracies = iter([0.1, 0.5, 0.8, 0.9])
+    measured: list[Any] = []
+
+    def measure(model: Any) -> float:
+        measured.append(model)
+        return next(accuracies)
+
+    stop = stop_at_accuracy(measure, target=0.75, every=2)
+    final = train(tiny_config(tiny_model, rows_file, tmp_path / "run"), callbacks=(stop,))  # max_steps=10
+    assert stop.curve == [(2, 0.1), (4, 0.5), (6, 0.8)]  # measured every 2 steps, stopped at the first >= 0.75
+    assert all(hasattr(m, "generate") for m in measured)  # the model being trained, in its current state
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert (final / "model.safetensors").is_file()
