@@ -12,13 +12,7 @@ import pytest
 
 from serving.format import AGGREGATION_TEMPLATE, aggregator_messages, proposer_messages
 from training.evaluate import Problem
-from training.toy import (
-    ModelShape,
-    MultiplicationTask,
-    aggregation_rows,
-    build_model,
-    build_tokenizer,
-)
+from training.toy import ModelShape, MultiplicationTask, aggregation_rows, build_model, build_tokenizer
 
 
 def test_problems_are_reproducible_products_without_a_carry_out() -> None:
