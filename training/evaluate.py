@@ -172,7 +172,8 @@ async def propose_and_aggregate(backend: Backend, problems: Sequence[Problem], p
     return await _bounded(problems, one, concurrency)
 
 
-def _score(task: Task, problems: Sequence[Problem], texts: Sequence[str | None]) -> int:
+def count_correct(task: Task, problems: Sequence[Problem], texts: Sequence[str | None]) -> int:
+    """How many of `texts` give their problem's answer (None, no response, never does)."""
     return sum(t is not None and task.extract(t) == p.answer for p, t in zip(problems, texts, strict=True))
 
 
@@ -189,9 +190,9 @@ async def evaluate_sft(backend: Backend, task: Task, problems: Sequence[Problem]
     greedy = await sample(backend, problems, Sampling(temperature=0.0, top_p=1.0, max_tokens=final.max_tokens), 1)
     single = await sample(backend, problems, final, 1)
     drafts = await sample(backend, problems, draft, max(proposals))
-    rows = [Row(SFT_GREEDY, "sft", 1, 0, _score(task, problems, [g[0] for g in greedy]), total),
-            Row(SFT_ONE, "sft", 1, 0, _score(task, problems, [s[0] for s in single]), total),
-            Row(SFT_DRAFT, "sft", 1, 0, _score(task, problems, [d[0] for d in drafts]), total)]
+    rows = [Row(SFT_GREEDY, "sft", 1, 0, count_correct(task, problems, [g[0] for g in greedy]), total),
+            Row(SFT_ONE, "sft", 1, 0, count_correct(task, problems, [s[0] for s in single]), total),
+            Row(SFT_DRAFT, "sft", 1, 0, count_correct(task, problems, [d[0] for d in drafts]), total)]
     rows += [Row(SFT_MAJORITY, "sft", n, 0, _score_votes(task, problems, [d[:n] for d in drafts]), total)
              for n in proposals if n > 1]
     return rows
@@ -203,13 +204,13 @@ async def evaluate_aft(backend: Backend, task: Task, problems: Sequence[Problem]
     total = len(problems)
     direct = await sample(backend, problems, final, 1)
     greedy = await sample(backend, problems, Sampling(temperature=0.0, top_p=1.0, max_tokens=final.max_tokens), 1)
-    rows = [Row(AFT_GREEDY, "aft", 1, 0, _score(task, problems, [g[0] for g in greedy]), total),
-            Row(AFT_DIRECT, "aft", 1, 0, _score(task, problems, [d[0] for d in direct]), total)]
+    rows = [Row(AFT_GREEDY, "aft", 1, 0, count_correct(task, problems, [g[0] for g in greedy]), total),
+            Row(AFT_DIRECT, "aft", 1, 0, count_correct(task, problems, [d[0] for d in direct]), total)]
     for r in rounds:
         for n in proposals:
             params = PipelineParams(proposals=n, rounds=r, draft_sampling=draft, final_sampling=final)
             runs = await propose_and_aggregate(backend, problems, params)
-            rows.append(Row(AFT_PA, "aft", n, r, _score(task, problems, [text for _, text in runs]), total))
+            rows.append(Row(AFT_PA, "aft", n, r, count_correct(task, problems, [text for _, text in runs]), total))
             if r == 1 and n > 1:  # the proposals of a 1-round run are the aggregator's only input
                 rows.append(Row(AFT_PROPOSAL_MAJORITY, "aft", n, 0,
                                 _score_votes(task, problems, [drafts for drafts, _ in runs]), total))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.format import proposer_messages
-from training.evaluate import Problem, Task
+from training.evaluate import Problem, Task, count_correct
 
 logger = logging.getLogger(__name__)
 
@@ -20,25 +20,27 @@ logger = logging.getLogger(__name__)
 def greedy_accuracy(model: Any, tokenizer: Any, task: Task, problems: Sequence[Problem], *, max_new_tokens: int,
                     batch_size: int = 128) -> float:
     """Share of `problems` a transformers model answers right, greedy, prompted as the service's
-    proposers are (serving/format.py). The model is left in the mode (train or eval) it was in."""
+    proposers are (serving/format.py). The model and the tokenizer are left as they were found."""
     import torch
 
     texts = [tokenizer.apply_chat_template(proposer_messages(p.conversation), tokenize=False,
                                            add_generation_prompt=True) for p in problems]
+    was_training, padding_side = model.training, tokenizer.padding_side
     tokenizer.padding_side = "left"  # every prompt ends where generation starts
-    correct, was_training = 0, model.training
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False)
-            out = model.generate(**batch.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            answers = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-            chunk = problems[start:start + batch_size]
-            correct += sum(task.extract(a) == p.answer for p, a in zip(chunk, answers, strict=True))
-    model.train(was_training)
-    return correct / len(problems)
+    answers: list[str] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                                  add_special_tokens=False)
+                out = model.generate(**batch.to(model.device), max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+                answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = padding_side
+    return count_correct(task, problems, answers) / len(problems)
 
 
 def stop_at_accuracy(measure: Callable[[Any], float], *, target: float, every: int) -> Any:

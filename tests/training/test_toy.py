@@ -171,5 +171,6 @@ def test_greedy_accuracy_reads_the_answers_of_the_proposer_prompt(tokenizer) -> 
         return str(int(truth[question]) + (question in wrong))
 
     model = _Answering(tokenizer, answer)
+    side = tokenizer.padding_side
     assert greedy_accuracy(model, tokenizer, task, problems, max_new_tokens=12) == 1 - len(wrong) / len(problems)
-    assert model.training  # put back as it was
+    assert model.training and tokenizer.padding_side == side  # put back as they were
