@@ -93,7 +93,8 @@ class Row:
     proposals: int
     """N: samples voted on or drafts aggregated (1 for a single answer)."""
     rounds: int
-    """Aggregation rounds (0: no aggregation)."""
+    """Aggregation rounds (0: no aggregation). A vote over the proposals of a propose-and-aggregate run
+    (AFT_PROPOSAL_MAJORITY) carries that run's rounds: it is measured on the very drafts the run read."""
     correct: int
     total: int
     accuracy: float = 0.0
@@ -211,8 +212,8 @@ async def evaluate_aft(backend: Backend, task: Task, problems: Sequence[Problem]
             params = PipelineParams(proposals=n, rounds=r, draft_sampling=draft, final_sampling=final)
             runs = await propose_and_aggregate(backend, problems, params)
             rows.append(Row(AFT_PA, "aft", n, r, count_correct(task, problems, [text for _, text in runs]), total))
-            if r == 1 and n > 1:  # the proposals of a 1-round run are the aggregator's only input
-                rows.append(Row(AFT_PROPOSAL_MAJORITY, "aft", n, 0,
+            if n > 1:  # the vote over the very round-0 proposals this run aggregated
+                rows.append(Row(AFT_PROPOSAL_MAJORITY, "aft", n, r,
                                 _score_votes(task, problems, [drafts for drafts, _ in runs]), total))
     return rows
 
@@ -242,18 +243,20 @@ def plot(results: Results, path: Path) -> None:
         return sorted((r for r in results.rows if r.method == method and rounds in (None, r.rounds)),
                       key=lambda r: r.proposals)
 
-    def draw(rows: list[Row], label: str, **style: Any) -> None:
+    def draw(rows: list[Row], label: str, **style: Any) -> Any:
+        """Plot `rows` against N; returns the line's colour (None when there is nothing to draw)."""
         if not rows:
-            return
+            return None
         xs = [r.proposals for r in rows]
         ys = [100 * r.accuracy for r in rows]
         errors = [[100 * (r.accuracy - r.ci_low) for r in rows], [100 * (r.ci_high - r.accuracy) for r in rows]]
-        ax.errorbar(xs, ys, yerr=errors, label=label, capsize=3, marker="o", **style)
+        return ax.errorbar(xs, ys, yerr=errors, label=label, capsize=3, marker="o", **style).lines[0].get_color()
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for r in sorted({row.rounds for row in results.rows if row.method == AFT_PA}):
-        draw(series(AFT_PA, r), f"AFT propose-and-aggregate, {r} round{'s' if r > 1 else ''}")
-    draw(series(AFT_PROPOSAL_MAJORITY), "majority vote over those proposals", linestyle="--")
+        line = draw(series(AFT_PA, r), f"AFT propose-and-aggregate, {r} round{'s' if r > 1 else ''}")
+        draw(series(AFT_PROPOSAL_MAJORITY, r), "majority vote over the proposals those runs read",
+             linestyle="--", color=line)
     sft_votes = series(SFT_DRAFT) + series(SFT_MAJORITY)
     draw(sft_votes, "SFT: one draft (N=1), majority vote over N drafts", linestyle=":")
     for method, style in ((SFT_ONE, "tab:olive"), (AFT_DIRECT, "tab:gray"), (SFT_GREEDY, "tab:brown")):
@@ -264,7 +267,7 @@ def plot(results: Results, path: Path) -> None:
     ax.set_title(f"{results.task}: accuracy against N (Wilson 95% intervals)", fontsize=10)
     ax.set_xticks(sorted({r.proposals for r in results.rows}))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, off the lines
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

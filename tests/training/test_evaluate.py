@@ -80,7 +80,10 @@ async def test_evaluate_measures_every_row_on_the_same_problems(tmp_path: Path) 
     for n in (1, 2, 3):
         for r in (1, 2):
             assert results.find(AFT_PA, n, r).accuracy == 1.0
-    assert results.find(AFT_PROPOSAL_MAJORITY, 3).accuracy == 0.0
+    for r in (1, 2):  # a vote over each run's own proposals (sample 0 wrong, 1 right, 2 wrong differently)
+        assert results.find(AFT_PROPOSAL_MAJORITY, 3, r).accuracy == 0.0
+        assert results.find(AFT_PROPOSAL_MAJORITY, 2, r).accuracy == 0.0
+    assert not any(row.method == AFT_PROPOSAL_MAJORITY and row.proposals == 1 for row in results.rows)
     # Drafts were sampled as asked, the final answer as asked, one request a layer.
     pa = [c for c in aft.calls if AGGREGATION_TEMPLATE in c.messages[0]["content"]]
     assert {c.sampling for c in aft.calls if c.n == 3} == {draft}
@@ -93,7 +96,7 @@ def test_write_results_writes_json_markdown_and_png(tmp_path: Path) -> None:
     results.rows = [Row(SFT_GREEDY, "sft", 1, 0, 70, 100), Row(SFT_DRAFT, "sft", 1, 0, 50, 100),
                     Row(SFT_MAJORITY, "sft", 4, 0, 60, 100), Row(AFT_DIRECT, "aft", 1, 0, 55, 100),
                     Row(AFT_PA, "aft", 1, 1, 60, 100), Row(AFT_PA, "aft", 4, 1, 90, 100),
-                    Row(AFT_PA, "aft", 4, 2, 93, 100), Row(AFT_PROPOSAL_MAJORITY, "aft", 4, 0, 62, 100)]
+                    Row(AFT_PA, "aft", 4, 2, 93, 100), Row(AFT_PROPOSAL_MAJORITY, "aft", 4, 1, 62, 100)]
     paths = write_results(results, tmp_path / "out")
     data = json.loads(paths["json"].read_text())
     assert data["problems"] == 100 and len(data["rows"]) == 8
