@@ -85,15 +85,13 @@ def test_aggregation_rows_read_1_to_n_drafts_and_target_the_reference() -> None:
     problems = task.training_problems(40, seed=1)
     rng = random.Random(0)
     drafts = [[str(int(p.answer) + rng.choice([0, 0, 1, 10])) for _ in range(8)] for p in problems]
-    rows = aggregation_rows(problems, drafts, max_proposals=8, sft_ratio=0.25, seed=0)
-    aft = [r for r in rows if AGGREGATION_TEMPLATE in r["prompt"][0]["content"]]
-    assert len(aft) == 40 and len(rows) == 50
+    rows = aggregation_rows(problems, drafts, max_proposals=8, seed=0)
+    assert len(rows) == 40 and all(AGGREGATION_TEMPLATE in r["prompt"][0]["content"] for r in rows)
     answers = {p.conversation[0]["content"]: p.answer for p in problems}
     sizes = set()
     for row in rows:
         assert row["completion"] == [{"role": "assistant", "content": answers[row["prompt"][-1]["content"]]}]
-        if row in aft:
-            sizes.add(row["prompt"][0]["content"].count("\n") - AGGREGATION_TEMPLATE.count("\n"))
+        sizes.add(row["prompt"][0]["content"].count("\n") - AGGREGATION_TEMPLATE.count("\n"))
     assert min(sizes) >= 1 and max(sizes) <= 8 and len(sizes) > 3
 
 
@@ -109,6 +107,7 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
 
     from serving.manifest import read_manifest
     from training import evaluate
+    from training.rows import is_aft_row, read_jsonl
     from training.toy import RecipeConfig, run_recipe
 
     os.environ.update(CPU_ENGINE_ENV)
@@ -121,6 +120,12 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
     assert (tmp_path / "toy-work" / "sft" / "final" / "config.json").is_file()
     timings = json.loads((tmp_path / "toy-work" / "timings.json").read_text())
     assert set(timings) == {"tokenizer and model", "SFT", "on-policy drafts", "AFT", "export", "total"}
+    rows = read_jsonl(tmp_path / "toy-work" / "aft" / "rows.jsonl")
+    plain = [row for row in rows if not is_aft_row(row)]
+    assert len(rows) - len(plain) == 16
+    # The plain rows' targets are what the 4-step SFT model said (blank answers left out), not the products.
+    assert 0 < len(plain) <= 4
+    assert not any(row["completion"][0]["content"] == _product(row["prompt"][-1]["content"]) for row in plain)
 
     results = tmp_path / "results"
     code = evaluate.main(evaluate.make_parser().parse_args([
@@ -131,6 +136,11 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
     assert {row["method"] for row in data["rows"]} >= {evaluate.SFT_GREEDY, evaluate.AFT_PA}
     assert all(row["total"] == 6 for row in data["rows"])
     assert (results / "accuracy.png").is_file() and (results / "results.md").is_file()
+
+
+def _product(question: str) -> str:
+    a, k = re.findall(r"\d+", question)
+    return str(int(a) * int(k))
 
 
 class _Answering:
@@ -174,3 +184,19 @@ def test_greedy_accuracy_reads_the_answers_of_the_proposer_prompt(tokenizer) -> 
     side = tokenizer.padding_side
     assert greedy_accuracy(model, tokenizer, task, problems, max_new_tokens=12) == 1 - len(wrong) / len(problems)
     assert model.training and tokenizer.padding_side == side  # put back as they were
+
+
+def test_the_command_line_reaches_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import toy
+
+    seen: list[Any] = []
+    monkeypatch.setattr(toy, "run_recipe", lambda out, config, work_dir: seen.append((out, config, work_dir)))
+    args = toy.make_parser().parse_args(["--out", str(tmp_path / "m"), "--no-eval", "--seed", "3",
+                                         "--plain-targets", "reference", "--sft-steps", "10"])
+    assert toy.main(args) == 0
+    (out, config, work), = seen
+    assert (out, work) == (tmp_path / "m", tmp_path / "m-work")
+    assert (config.seed, config.aft_plain_targets, config.sft_steps, config.sft_examples) == (3, "reference", 10, 640)
+    assert toy.make_parser().parse_args([]).plain_targets == toy.RecipeConfig().aft_plain_targets == "sampled"
+    with pytest.raises(ValueError, match="aft_plain_targets"):
+        toy.RecipeConfig(aft_plain_targets="gold")
