@@ -6,7 +6,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from fakes import ScriptedBackend, chat_body
+
+from app.cancellation import ClientDisconnected, cancel_on_disconnect
 
 
 async def call_and_leave(app: Any, body: dict[str, Any], leave_after: float) -> list[dict[str, Any]]:
@@ -48,8 +51,59 @@ async def test_non_streaming_client_leaving_cancels_the_pipeline(
         app_factory: Any, backend: ScriptedBackend) -> None:
     backend.delay = 30
     app = app_factory()
-    await call_and_leave(app, chat_body(), leave_after=0.1)
+    sent = await call_and_leave(app, chat_body(), leave_after=0.1)
     assert backend.cancelled == 1
+    assert sent[0]["status"] == 499  # for the access log: nobody reads it
     assert app.state.chat.admission.active == 0
     metrics = app.state.metrics.render().decode()
     assert 'aft_requests_total{status="disconnected",stream="false"} 1.0' in metrics
+
+
+class _Request:
+    """What cancel_on_disconnect reads of a request: `receive`, which says disconnect when told to."""
+
+    def __init__(self) -> None:
+        self.leave = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+
+async def test_work_runs_in_the_callers_task_and_its_result_comes_back() -> None:
+    caller = asyncio.current_task()
+
+    async def work() -> Any:
+        return asyncio.current_task()
+
+    assert await cancel_on_disconnect(_Request(), work()) is caller  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert [t for t in asyncio.all_tasks() if t is not caller] == []  # the watcher is gone
+
+
+async def test_a_disconnect_cancels_the_work_and_raises_client_disconnected() -> None:
+    request, cancelled = _Request(), asyncio.Event()
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    asyncio.get_running_loop().call_later(0.01, request.leave.set)
+    with pytest.raises(ClientDisconnected):
+        await cancel_on_disconnect(request, work())  # type: ignore[arg-type]
+    task = asyncio.current_task()
+    assert cancelled.is_set() and task is not None and task.cancelling() == 0
+
+
+async def test_a_cancellation_from_elsewhere_is_not_a_disconnect() -> None:
+    async def handler() -> None:
+        await cancel_on_disconnect(_Request(), asyncio.sleep(30))  # type: ignore[arg-type]
+
+    task = asyncio.ensure_future(handler())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
