@@ -1,5 +1,5 @@
-"""Cancel a non-streaming handler when its client disconnects, so abandoned requests stop
-spending engine time (vLLM's `with_cancellation`, reduced to what we need)."""
+"""Cancel a handler's work when its client disconnects, so abandoned requests stop spending
+engine time (vLLM's `with_cancellation`, reduced to what we need)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 T = TypeVar("T")
 
@@ -16,15 +16,16 @@ class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[object], gone: asyncio.Event) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[object], gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
     gone.set()
     task.cancel()
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; if the client disconnects first, cancel it and raise ClientDisconnected.
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`; if the client disconnects first (`receive` says so), cancel it and raise
+    ClientDisconnected. The request's body must have been read.
 
     `work` runs in the calling task, not a task of its own: it starts at once and its result
     needs no hop back, which spares the answer two passes of the event loop. A watcher task
@@ -32,7 +33,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     task = asyncio.current_task()
     assert task is not None, "cancel_on_disconnect must run in a task"
     gone = asyncio.Event()
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task, gone))
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task, gone))
     try:
         return await work
     except asyncio.CancelledError:

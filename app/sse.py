@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import contextlib
 
-import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from app.cancellation import ClientDisconnected, cancel_on_disconnect
 
 
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stream_then_stop() -> None:
-                # OSError: the client went away mid-send, same as a disconnect.
-                with contextlib.suppress(OSError):
-                    await self.stream_response(send)
-                group.cancel_scope.cancel()
-
-            group.start_soon(stream_then_stop)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+        # The stream runs in this task (no task group to start first); a disconnect cancels it.
+        # OSError: the client went away mid-send, same as a disconnect.
+        with contextlib.suppress(ClientDisconnected, OSError):
+            await cancel_on_disconnect(receive, self.stream_response(send))
         if self.background is not None:
             await self.background()

@@ -60,7 +60,7 @@ async def create_chat_completion(request: Request) -> Response:
     if body.stream:
         return EventStreamResponse(chat.stream(body), headers=_SSE_HEADERS)
     try:
-        completion = await cancel_on_disconnect(request, chat.complete(body))
+        completion = await cancel_on_disconnect(request.receive, chat.complete(body))
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the status is for access logs
     # pydantic's own serializer: one pass in Rust, a third of model_dump + json.dumps.

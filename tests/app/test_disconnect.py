@@ -59,8 +59,8 @@ async def test_non_streaming_client_leaving_cancels_the_pipeline(
     assert 'aft_requests_total{status="disconnected",stream="false"} 1.0' in metrics
 
 
-class _Request:
-    """What cancel_on_disconnect reads of a request: `receive`, which says disconnect when told to."""
+class _Client:
+    """An ASGI `receive` that says disconnect when told to."""
 
     def __init__(self) -> None:
         self.leave = asyncio.Event()
@@ -76,13 +76,13 @@ async def test_work_runs_in_the_callers_task_and_its_result_comes_back() -> None
     async def work() -> Any:
         return asyncio.current_task()
 
-    assert await cancel_on_disconnect(_Request(), work()) is caller  # type: ignore[arg-type]
+    assert await cancel_on_disconnect(_Client().receive, work()) is caller  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert [t for t in asyncio.all_tasks() if t is not caller] == []  # the watcher is gone
 
 
 async def test_a_disconnect_cancels_the_work_and_raises_client_disconnected() -> None:
-    request, cancelled = _Request(), asyncio.Event()
+    client, cancelled = _Client(), asyncio.Event()
 
     async def work() -> None:
         try:
@@ -91,16 +91,16 @@ async def test_a_disconnect_cancels_the_work_and_raises_client_disconnected() ->
             cancelled.set()
             raise
 
-    asyncio.get_running_loop().call_later(0.01, request.leave.set)
+    asyncio.get_running_loop().call_later(0.01, client.leave.set)
     with pytest.raises(ClientDisconnected):
-        await cancel_on_disconnect(request, work())  # type: ignore[arg-type]
+        await cancel_on_disconnect(client.receive, work())  # type: ignore[arg-type]
     task = asyncio.current_task()
     assert cancelled.is_set() and task is not None and task.cancelling() == 0
 
 
 async def test_a_cancellation_from_elsewhere_is_not_a_disconnect() -> None:
     async def handler() -> None:
-        await cancel_on_disconnect(_Request(), asyncio.sleep(30))  # type: ignore[arg-type]
+        await cancel_on_disconnect(_Client().receive, asyncio.sleep(30))  # type: ignore[arg-type]
 
     task = asyncio.ensure_future(handler())
     await asyncio.sleep(0.01)
