@@ -7,7 +7,7 @@ serving.pipeline.Pipeline, so the prompts are serving/format.py's), it measures:
 - SFT, majority vote over N samples;
 - AFT answering directly (the proposer call, no drafts); AFT, greedy;
 - AFT propose-and-aggregate over a grid of N and rounds, and, on every such run,
-  majority vote over the very N proposals its aggregator read.
+  majority vote over the very N round-0 proposals it started from.
 
 Accuracy comes with a Wilson 95% interval. `write_results` writes results.json,
 results.md and accuracy.png (accuracy against N, one line per round count).
