@@ -94,7 +94,7 @@ class Row:
     """N: samples voted on or drafts aggregated (1 for a single answer)."""
     rounds: int
     """Aggregation rounds (0: no aggregation). A vote over the proposals of a propose-and-aggregate run
-    (AFT_PROPOSAL_MAJORITY) carries that run's rounds: it is measured on the very drafts the run read."""
+    (AFT_PROPOSAL_MAJORITY) carries that run's rounds: it is measured on the round-0 drafts the run started from."""
     correct: int
     total: int
     accuracy: float = 0.0
