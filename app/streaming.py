@@ -69,6 +69,9 @@ async def sse_stream(events: AsyncGenerator[Event, None], *, request_id: str, mo
     by_answer: list[dict[str, Any]] = []
     first_token = True
     finished = False
+    # The last answer's finish chunk, the usage chunk and [DONE] leave as one piece: one write and
+    # one wakeup of the client at the end of the answer instead of three.
+    tail = ""
     try:
         try:
             for i in range(n):
@@ -84,27 +87,31 @@ async def sse_stream(events: AsyncGenerator[Event, None], *, request_id: str, mo
                     if on_answer is not None:
                         on_answer(event)
                     by_answer.append({"index": event.index, "usage_by_round": rounds_usage(event.usage_by_round)})
-                    yield chunk([choice(event.index, {}, event.finish_reason)])
+                    finish = chunk([choice(event.index, {}, event.finish_reason)])
+                    if len(by_answer) < n:  # other answers still run: this one's end is news now
+                        yield finish
+                    else:
+                        tail = finish
                 elif isinstance(event, LayerDone) and include_proposals:
                     layer = event.layer
                     yield chunk([], aft={"index": event.index, "round": layer.round, "outputs": layer.outputs})
             if include_usage:
                 answers = sorted(by_answer, key=lambda a: a["index"])
-                yield chunk([], usage=usage_dict(total),
-                            aft={"proposals": proposals, "rounds": rounds, "answers": answers})
+                tail += chunk([], usage=usage_dict(total),
+                              aft={"proposals": proposals, "rounds": rounds, "answers": answers})
         except AFTError as exc:
             if on_error is not None:
                 on_error(exc)
             _, body = status_and_body(exc)
             logger.warning("request %s failed mid-stream: %s", request_id, exc.message)
-            yield _sse(body.model_dump())
+            tail += _sse(body.model_dump())
         except Exception as exc:
             if on_error is not None:
                 on_error(exc)
             logger.exception("request %s failed mid-stream", request_id)
-            yield _sse({"error": {"message": "internal server error", "type": "server_error",
-                                  "param": None, "code": None}})
-        yield DONE
+            tail += _sse({"error": {"message": "internal server error", "type": "server_error",
+                                    "param": None, "code": None}})
+        yield tail + DONE
         finished = True
     finally:
         await events.aclose()  # a no-op when they ended; otherwise the backend aborts its requests now

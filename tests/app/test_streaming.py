@@ -12,7 +12,8 @@ from fakes import ScriptedBackend, chat_body
 
 from app.protocol import ChatCompletionRequest
 from app.streaming import sse_stream
-from serving.pipeline import AnswerDelta, Event
+from serving.backends.base import Usage
+from serving.pipeline import AnswerDelta, AnswerDone, Event
 
 
 async def events(*texts: tuple[int, str]) -> AsyncGenerator[Event, None]:
@@ -32,6 +33,27 @@ async def test_token_chunks_are_the_json_of_the_chunk() -> None:
                     "choices": [{"index": index, "delta": {"content": text}, "logprobs": None,
                                  "finish_reason": None}]}
         assert line == "data: " + json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+async def finishing(*order: int) -> AsyncGenerator[Event, None]:
+    """A token, then the end, of each answer in `order`."""
+    for index in order:
+        yield AnswerDelta(index, "x")
+        yield AnswerDone(index, "stop", Usage(requests=1, completion_tokens=1), [Usage(requests=1)])
+
+
+async def test_the_last_answers_end_usage_and_done_leave_in_one_piece() -> None:
+    pieces = [piece async for piece in sse_stream(
+        finishing(1, 0), request_id="r", model="m", created=1, n=2, proposals=3, rounds=1,
+        include_usage=True, include_proposals=False)]
+    assert len(pieces) == 2 + 4  # two role chunks, a token of answer 1, its end, a token of answer 0, the tail
+    assert json.loads(pieces[3][len("data: "):])["choices"][0] == {  # answer 1 ended while 0 still ran: sent then
+        "index": 1, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    events = pieces[-1].split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""] and len(events) == 4
+    finish, usage = (json.loads(event[len("data: "):]) for event in events[:2])
+    assert finish["choices"][0]["index"] == 0 and finish["choices"][0]["finish_reason"] == "stop"
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2
 
 
 async def test_a_stream_closed_early_closes_the_pipeline_and_reports_it() -> None:
