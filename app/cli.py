@@ -93,7 +93,7 @@ def serve(settings: Settings) -> None:
     # missing one fails at start rather than silently costing CPU (bench/README.md: the profile).
     # One access-log line per request cost about 5% of the service's CPU under load and repeats what
     # /metrics counts; it is written at --log-level debug.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
+    uvicorn.run(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port, log_level=log_level,
                 loop="uvloop", http="httptools", access_log=log_level == "debug", timeout_graceful_shutdown=30)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +22,13 @@ from serving.pipeline import Pipeline
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
-    """The ASGI app. `backend` is injectable (tests); by default it is built from settings."""
+def create_app(settings: Settings, backend: Backend | None = None, *, freeze_heap: bool = False) -> FastAPI:
+    """The ASGI app. `backend` is injectable (tests); by default it is built from settings.
+
+    freeze_heap (`aft serve` sets it): once the backend has started, move every object alive to the
+    garbage collector's permanent generation, as vLLM's own server does. The startup heap (FastAPI,
+    pydantic, the engine) never becomes garbage; frozen, the collector's full passes stop walking it.
+    Not for processes that build many apps (tests): cyclic garbage frozen there is never freed."""
     backend = backend or build_backend(settings)
     metrics = Metrics()
 
@@ -30,6 +36,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         logger.info("starting %s backend for model %s", settings.backend, settings.model_id)
         await backend.start()
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
