@@ -28,8 +28,8 @@ def backend() -> ScriptedBackend:
 
 @pytest.fixture
 def app_factory(backend: ScriptedBackend) -> Callable[..., FastAPI]:
-    def build(**overrides: Any) -> FastAPI:
-        return create_app(make_settings(**overrides), backend=backend)
+    def build(*, freeze_heap: bool = False, **overrides: Any) -> FastAPI:
+        return create_app(make_settings(**overrides), backend=backend, freeze_heap=freeze_heap)
     return build
 
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from fakes import ScriptedBackend
+from fastapi import FastAPI
 
 from app import cli
-from app.main import create_app
+from app.settings import Settings
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-async def test_the_startup_heap_is_frozen_once_the_backend_runs_when_asked(backend: ScriptedBackend,
-                                                                           freeze: bool) -> None:
-    app = create_app(make_settings(), backend=backend, freeze_heap=freeze)
+async def test_the_startup_heap_is_frozen_once_the_backend_runs_when_asked(
+        app_factory: Callable[..., FastAPI], backend: ScriptedBackend, freeze: bool) -> None:
+    app = app_factory(freeze_heap=freeze)
     assert gc.get_freeze_count() == 0
     try:
         async with app.router.lifespan_context(app):
@@ -34,5 +35,5 @@ def test_aft_serve_asks_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[dict[str, Any]] = []
     monkeypatch.setattr(app.main, "create_app", lambda settings, **options: built.append(options))
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
-    cli.serve(make_settings())
+    cli.serve(Settings(backend="openai", upstream_url="http://upstream.invalid/v1"))
     assert built == [{"freeze_heap": True}]
