@@ -182,6 +182,10 @@ def build_model(path: str | Path, tokenizer: Any, shape: ModelShape, *, seed: in
     return Path(path)
 
 
+PLAIN_TARGETS = ("sampled", "reference")
+"""What the AFT stage's plain rows can teach (RecipeConfig.aft_plain_targets)."""
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """Every knob of the toy recipe; the defaults are the measured run (README, Results)."""
@@ -244,8 +248,8 @@ class RecipeConfig:
     """torch threads for training. One: on a small shared host a second thread mostly spins."""
 
     def __post_init__(self) -> None:
-        if self.aft_plain_targets not in ("sampled", "reference"):
-            raise ValueError(f"aft_plain_targets must be 'sampled' or 'reference', got {self.aft_plain_targets!r}")
+        if self.aft_plain_targets not in PLAIN_TARGETS:
+            raise ValueError(f"aft_plain_targets must be one of {PLAIN_TARGETS}, got {self.aft_plain_targets!r}")
 
 
 def _train(model: Path, rows: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int,
@@ -398,7 +402,7 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     for name in ("sft_steps", "aft_steps", "aft_queries", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
                             help=f"Recipe: {name.replace('_', ' ')} (default {getattr(defaults, name)}).")
-    parser.add_argument("--plain-targets", choices=("sampled", "reference"), default=defaults.aft_plain_targets,
+    parser.add_argument("--plain-targets", choices=PLAIN_TARGETS, default=defaults.aft_plain_targets,
                         help="Recipe: targets of the AFT stage's plain answering rows, the SFT model's own samples "
                              "or the correct answers (default sampled; RecipeConfig.aft_plain_targets says why).")
     parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
