@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport for httpx: plain-HTTP upstreams, keep-alive pool, C parser.
+"""A lean HTTP/1.1 client for plain-HTTP upstreams: keep-alive pool, C parser, no layers.
 
 Why: profiling the gateway under load (bench/README.md) put 30% (16 clients) to 65%
 (64 clients) of its CPU in httpx's default transport, httpcore: each request scans
@@ -7,10 +7,13 @@ idle connection), parses responses with pure-Python h11, and writes headers and 
 in two sends through anyio. Here a request takes the most recently used idle connection
 in O(1), goes out in one write, and the response is parsed by httptools (llhttp, the
 parser uvicorn uses) in asyncio protocol callbacks, with no task or thread per request.
+Once that was lean, httpx's own objects around each call (building an httpx.Request,
+wrapping the response in httpx.Response and its byte streams) were 20 µs a call: requests
+and responses here are bytes and a small HTTP1Response instead.
 
-httpx stays the client API (timeouts, errors, MockTransport in tests). What this
-transport does not do, OpenAIBackend leaves to httpx's own: TLS (https upstreams) and
-proxies from the environment.
+Errors are httpx's exception types and timeouts its timeout extension's keys, so the
+backend treats this client and httpx's transports (https and proxied upstreams, and
+httpx.MockTransport in tests) alike.
 
 Cancellation: closing a response before its end (or cancelling the request) closes its
 connection, so an upstream vLLM sees the disconnect and aborts the request.
@@ -19,7 +22,8 @@ connection, so an upstream vLLM sees the disconnect and aborts the request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httptools
@@ -144,29 +148,62 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(httpx.ReadTimeout("no data from the upstream within the read timeout"))
 
 
-class _ResponseBody(httpx.AsyncByteStream):
+class HTTP1Response:
+    """A response whose head has arrived. Read its body with `aread()` (then `content`, `json()`,
+    `text`) or `aiter_bytes()`, then `aclose()`: the connection goes back to the pool, or is closed
+    when the body was not read to its end. The part of httpx.Response the backend uses, without its
+    layers (a headers object, content decoders, stream wrappers, the request object before it)."""
+
     def __init__(self, transport: HTTP1Transport, key: tuple[str, int], connection: _Connection,
                  timeout: float | None) -> None:
-        self.transport, self.key, self.connection, self.timeout = transport, key, connection, timeout
-        self.released = False
+        self.status_code = connection.status
+        self.reason_phrase = connection.reason.decode("latin-1")
+        self.headers = connection.headers
+        self._transport, self._key, self._connection, self._timeout = transport, key, connection, timeout
+        self._content: bytes | None = None
+        self._released = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        connection = self.connection
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; read to its end, the connection goes back to the pool (as httpx does)."""
+        connection = self._connection
         while True:
             if connection.body:
                 yield connection.take_body()
             elif connection.complete:
+                self._release()
                 return
             else:
-                await connection.wait(self.timeout)
+                await connection.wait(self._timeout)
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            parts = [part async for part in self.aiter_bytes()]
+            self._content = parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._content
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise httpx.ResponseNotRead()
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
     async def aclose(self) -> None:
-        if not self.released:
-            self.released = True
-            self.transport._release(self.key, self.connection)
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._transport._release(self._key, self._connection)
 
 
-class HTTP1Transport(httpx.AsyncBaseTransport):
+class HTTP1Transport:
     """HTTP/1.1 over plain TCP, at most `max_connections` open; idle ones are reused newest first
     and dropped after `keepalive_expiry` seconds (keep it under the upstream's own idle timeout)."""
 
@@ -177,7 +214,7 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         self._slots: asyncio.Semaphore | None = None
         self._busy: set[_Connection] = set()
 
-    async def _acquire(self, key: tuple[str, int], timeouts: dict[str, Any]) -> _Connection:
+    async def _acquire(self, key: tuple[str, int], timeouts: Mapping[str, float | None]) -> _Connection:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)
         if self._slots.locked():
@@ -222,36 +259,32 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         if self._slots is not None:
             self._slots.release()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
+    async def send(self, method: str, url: httpx.URL, headers: Sequence[tuple[bytes, bytes]], body: bytes | None,
+                   timeouts: Mapping[str, float | None]) -> HTTP1Response:
+        """Send one request (host and content-length headers added) and wait for the response's head.
+        `timeouts` as httpx's timeout extension has them: connect, read, pool. Failures are
+        httpx.TransportError subclasses, as from httpx's own transports."""
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"HTTP1Transport serves http:// URLs only, not {url.scheme}://")
         key = (url.host, url.port or 80)
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        try:
-            body = request.content
-        except httpx.RequestNotRead:
-            body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
-        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), url.raw_path)]
-        for name, value in request.headers.raw:
-            if name.lower() != b"transfer-encoding":
-                head.append(b"%s: %s\r\n" % (name, value))
-        if body and "content-length" not in request.headers:
+        head = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), url.raw_path, url.netloc)]
+        head.extend(b"%s: %s\r\n" % header for header in headers)
+        if body is not None:
             head.append(b"content-length: %d\r\n" % len(body))
         head.append(b"\r\n")
+        if body:
+            head.append(body)
         connection = await self._acquire(key, timeouts)
         try:
             assert connection.transport is not None
-            connection.transport.write(b"".join(head) + body)
+            connection.transport.write(b"".join(head))
             while not connection.headers_done:
                 await connection.wait(timeouts.get("read"))
         except BaseException:
             connection.close()
             self._release(key, connection)
             raise
-        return httpx.Response(connection.status, headers=connection.headers,
-                              stream=_ResponseBody(self, key, connection, timeouts.get("read")),
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason})
+        return HTTP1Response(self, key, connection, timeouts.get("read"))
 
     async def aclose(self) -> None:
         for connections in self._idle.values():

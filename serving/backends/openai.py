@@ -1,9 +1,9 @@
 """A backend over OpenAI-compatible Chat Completions upstreams (typically `vllm serve`).
 
 One connection pool per kind of upstream serves both roles, which may go to different
-deployments: plain-HTTP upstreams share a lean HTTP/1.1 transport (serving/backends/http1.py),
-https or proxied ones httpx's own; requests are httpx.Request objects sent straight to the
-transport (injectable: tests pass httpx.MockTransport). n samples are ONE upstream call
+deployments: plain-HTTP upstreams share a lean HTTP/1.1 client (serving/backends/http1.py),
+https or proxied ones an httpx transport, to which httpx.Request objects go straight
+(injectable: tests pass httpx.MockTransport). n samples are ONE upstream call
 with `n`, so they share the prompt's KV cache.
 Closing a stream or cancelling a call closes its upstream connection: vLLM aborts.
 `timeout` bounds each wait on the upstream (a whole non-streamed call; the gap
@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import httpx
 
 from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
-from serving.backends.http1 import HTTP1Transport
+from serving.backends.http1 import HTTP1Response, HTTP1Transport
 from serving.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -43,6 +43,11 @@ _CONTEXT_MARKERS = ("context length", "maximum model length", "max_model_len")
 # vLLM's server (uvicorn) drops idle connections after 5 s; reusing one it is closing would fail a request.
 _KEEPALIVE_EXPIRY = 4.0
 _MAX_ERROR_TEXT = 500
+
+# What both kinds of transport answer with; the backend uses only what the two have in common
+# (status_code, reason_phrase, aread, content, json, text, aiter_bytes, aclose).
+UpstreamResponse = HTTP1Response | httpx.Response
+Transport = HTTP1Transport | httpx.AsyncBaseTransport
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class _Target:
     model: str  # "" until discovered
     headers: list[tuple[bytes, bytes]]
     api_key: str | None
-    transport: httpx.AsyncBaseTransport
+    transport: Transport
     max_model_len: int | None = None
     """The context the upstream declares in its /models entry (vLLM does), when it was asked."""
 
@@ -90,7 +95,7 @@ def _redact(text: str, target: _Target) -> str:
     return text.replace(target.api_key, "***") if target.api_key else text
 
 
-def _raise_status(target: _Target, response: httpx.Response) -> NoReturn:
+def _raise_status(target: _Target, response: UpstreamResponse) -> NoReturn:
     """Map an upstream error response to the domain error that says whose fault it is."""
     status = response.status_code
     try:
@@ -125,7 +130,7 @@ def _usage(data: Any) -> Usage:
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
 
 
-async def _read_and_close(response: httpx.Response) -> None:
+async def _read_and_close(response: UpstreamResponse) -> None:
     try:
         await response.aread()
     finally:
@@ -144,14 +149,14 @@ class OpenAIBackend:
 
     def __init__(self, proposer: Upstream, aggregator: Upstream | None = None, *, timeout: float = 600.0,
                  connect_timeout: float = 10.0, max_connections: int = 1024,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: Transport | None = None) -> None:
         self._upstreams: dict[Role, Upstream] = {"proposer": proposer, "aggregator": aggregator or proposer}
         # httpx's per-request timeout extension: what AsyncClient(timeout=Timeout(timeout, connect=...)) sends.
         self._timeouts = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._health_timeouts = dict.fromkeys(("connect", "read", "write", "pool"), connect_timeout)
         self._max_connections = max_connections
         self._injected = transport
-        self._transports: dict[str, httpx.AsyncBaseTransport] = {}
+        self._transports: dict[str, Transport] = {}
         self._targets: dict[Role, _Target] = {}
         self._discovery = asyncio.Lock()
         self._discovered: dict[tuple[str, str | None], _Target] = {}
@@ -184,11 +189,11 @@ class OpenAIBackend:
         for transport in transports:
             await transport.aclose()
 
-    def _transport_for(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
-        """Plain-HTTP upstreams (the usual vLLM deployment) get the lean HTTP/1.1 transport; https and
-        proxied ones httpx's own. Requests go straight to the transport: httpx's client layer (URL and
-        header merging, cookies, auth and redirect hooks) cost as much CPU as the transport itself and
-        does nothing for a fixed upstream (bench/README.md)."""
+    def _transport_for(self, url: httpx.URL) -> Transport:
+        """Plain-HTTP upstreams (the usual vLLM deployment) get the lean HTTP/1.1 client; https and
+        proxied ones httpx's own transport. Requests go straight to the transport: httpx's client layer
+        (URL and header merging, cookies, auth and redirect hooks) cost as much CPU as the transport
+        itself and does nothing for a fixed upstream (bench/README.md)."""
         if self._injected is not None:
             return self._injected
         proxy = _env_proxy(url)
@@ -235,16 +240,19 @@ class OpenAIBackend:
             return self._discovered[key]
 
     async def _send(self, target: _Target, url: httpx.URL, body: bytes | None = None,
-                    timeouts: dict[str, float] | None = None) -> httpx.Response:
+                    timeouts: dict[str, float] | None = None) -> UpstreamResponse:
         """POST `body` (GET without one); the response's body is not read yet: close it."""
-        request = httpx.Request("POST" if body is not None else "GET", url, headers=target.headers, content=body,
-                                extensions={"timeout": timeouts or self._timeouts})
+        method = "POST" if body is not None else "GET"
+        timeouts = timeouts or self._timeouts
+        if isinstance(target.transport, HTTP1Transport):
+            return await target.transport.send(method, url, target.headers, body, timeouts)
+        request = httpx.Request(method, url, headers=target.headers, content=body, extensions={"timeout": timeouts})
         response = await target.transport.handle_async_request(request)
         response.request = request
         return response
 
     async def _read(self, target: _Target, url: httpx.URL, body: bytes | None = None,
-                    timeouts: dict[str, float] | None = None) -> httpx.Response:
+                    timeouts: dict[str, float] | None = None) -> UpstreamResponse:
         """One whole exchange; transport errors become domain errors, error statuses too."""
         self._require_started()
         try:
@@ -371,7 +379,7 @@ class OpenAIBackend:
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
     async def _within_context(self, target: _Target, sampling: Sampling,
-                              call: Callable[[Sampling], Awaitable[httpx.Response]]) -> httpx.Response:
+                              call: Callable[[Sampling], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
         """`call(sampling)`; when the prompt fits but prompt + max_tokens does not, `call` again without
         max_tokens, so the upstream generates what fits (a cap, not a demand)."""
         try:
@@ -381,7 +389,7 @@ class OpenAIBackend:
                 raise
             return await call(replace(sampling, max_tokens=None))
 
-    async def _post_stream(self, target: _Target, body: bytes) -> httpx.Response:
+    async def _post_stream(self, target: _Target, body: bytes) -> UpstreamResponse:
         """The 200 response of a streamed request, body unread."""
         try:
             response = await self._send(target, target.chat_url, body)

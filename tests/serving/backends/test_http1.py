@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from serving.backends.http1 import HTTP1Transport
+from serving.backends.http1 import HTTP1Response, HTTP1Transport
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -56,10 +56,10 @@ def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> Reply:
 
 
 async def send(transport: HTTP1Transport, port: int, body: bytes | None = b"{}",
-               timeout: float | None = 5.0) -> httpx.Response:
-    request = httpx.Request("POST" if body is not None else "GET", f"http://127.0.0.1:{port}/v1/x", content=body,
-                            extensions={"timeout": {"connect": 5.0, "read": timeout, "write": 5.0, "pool": 0.2}})
-    return await transport.handle_async_request(request)
+               timeout: float | None = 5.0) -> HTTP1Response:
+    return await transport.send("POST" if body is not None else "GET", httpx.URL(f"http://127.0.0.1:{port}/v1/x"),
+                                [(b"content-type", b"application/json")], body,
+                                {"connect": 5.0, "read": timeout, "write": 5.0, "pool": 0.2})
 
 
 async def test_one_connection_serves_requests_one_after_another() -> None:
@@ -68,9 +68,25 @@ async def test_one_connection_serves_requests_one_after_another() -> None:
         for _ in range(3):
             response = await send(transport, server.port)
             assert response.status_code == 200 and await response.aread() == b'{"ok":true}'
-        assert server.connections == 1
-        assert server.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\n")
-        assert b"content-length: 2" in server.requests[0].lower() and server.requests[0].endswith(b"\r\n\r\n{}")
+        assert server.connections == 1  # each body read to its end gave the connection back
+        assert server.requests[0] == (b"POST /v1/x HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ncontent-type: application/json\r\n"
+                                      b"content-length: 2\r\n\r\n{}" % server.port)
+        await (await send(transport, server.port, body=None)).aread()
+        get = server.requests[-1]
+        assert get.startswith(b"GET /v1/x HTTP/1.1\r\n") and b"content-length" not in get
+        await transport.aclose()
+
+
+async def test_a_response_reads_as_bytes_text_and_json() -> None:
+    async with serving(ok(b'{"caf\xc3\xa9": [1]}')) as server:
+        transport = HTTP1Transport()
+        response = await send(transport, server.port)
+        assert (response.status_code, response.reason_phrase) == (200, "OK")
+        with pytest.raises(httpx.ResponseNotRead):
+            _ = response.content
+        assert await response.aread() == response.content == '{"café": [1]}'.encode()
+        assert response.text == '{"café": [1]}' and response.json() == {"café": [1]}
+        await response.aclose()
         await transport.aclose()
 
 
@@ -167,7 +183,7 @@ async def test_timeouts_and_refusals_are_httpx_errors() -> None:
     with pytest.raises(httpx.ConnectError):
         await send(transport, port)
     with pytest.raises(httpx.UnsupportedProtocol):
-        await transport.handle_async_request(httpx.Request("GET", "https://127.0.0.1/"))
+        await transport.send("GET", httpx.URL("https://127.0.0.1/"), [], None, {})
     await transport.aclose()
 
 

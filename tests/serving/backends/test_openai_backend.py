@@ -1,8 +1,10 @@
-"""OpenAIBackend against scripted upstreams (httpx.MockTransport; loopback sockets for real timeouts)."""
+"""OpenAIBackend against scripted upstreams (httpx.MockTransport; loopback sockets for real timeouts
+and for the lean HTTP/1.1 client that plain-HTTP upstreams get)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -77,6 +79,32 @@ async def make() -> AsyncIterator[Make]:
     yield build
     for backend in backends:
         await backend.close()
+
+
+@contextlib.asynccontextmanager
+async def loopback(handler: Handler) -> AsyncIterator[str]:
+    """An HTTP/1.1 server on loopback that answers with `handler`, as MockTransport would; yields its base
+    URL. A backend pointed at it talks through the lean client (serving/backends/http1.py)."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                request_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode().strip().split("\r\n")
+                method, target, _ = request_line.split(" ")
+                headers = [tuple(line.split(": ", 1)) for line in lines]
+                length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
+                request = httpx.Request(method, f"http://{address}{target}", headers=headers,
+                                        content=await reader.readexactly(length))
+                response = handler(request)
+                body = await response.aread()
+                writer.write(b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n\r\n%s" % (
+                    response.status_code, response.reason_phrase.encode(), len(body), body))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        yield f"http://{address}/v1"
 
 
 def recording(reply: Callable[[httpx.Request], httpx.Response]) -> tuple[list[httpx.Request], Handler]:
@@ -308,15 +336,26 @@ CONTEXT = "This model's maximum context length is 2048 tokens. However, your pro
     (503, b"", UpstreamUnavailable, f"{URL} answered 503: Service Unavailable"),
 ])
 @pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("client", ["mock", "lean"])
 async def test_upstream_errors_map_to_domain_errors(make: Make, status: int, body: Any, error: type[Exception],
-                                                   match: str, streamed: bool) -> None:
+                                                   match: str, streamed: bool, client: str) -> None:
     kind = "json" if isinstance(body, dict) else "text" if isinstance(body, str) else "content"
-    backend = await make(lambda _: httpx.Response(status, **{kind: body}))
-    with pytest.raises(error, match=match) as caught:
-        if streamed:
-            _ = [d async for d in backend.stream("proposer", MESSAGES, SAMPLING)]
-        else:
-            await backend.generate("proposer", MESSAGES, SAMPLING, n=1)
+    handler: Handler = lambda _: httpx.Response(status, **{kind: body})  # noqa: E731
+    async with contextlib.AsyncExitStack() as stack:
+        if client == "mock":
+            backend = await make(handler)
+        else:  # the same answers over a socket, through the lean HTTP/1.1 client
+            url = await stack.enter_async_context(loopback(handler))
+            match = match.replace(URL, url)
+            backend = OpenAIBackend(Upstream(url, "m", KEY))
+            await backend.start()
+            stack.push_async_callback(backend.close)
+            assert isinstance(backend._targets["proposer"].transport, HTTP1Transport)
+        with pytest.raises(error, match=match) as caught:
+            if streamed:
+                _ = [d async for d in backend.stream("proposer", MESSAGES, SAMPLING)]
+            else:
+                await backend.generate("proposer", MESSAGES, SAMPLING, n=1)
     assert type(caught.value) is error and KEY not in str(caught.value)
     if status == 400 and error is InvalidRequest:
         assert caught.value.param == "temperature"  # type: ignore[attr-defined]
