@@ -1,24 +1,37 @@
-"""A StreamingResponse that always watches for the client going away.
+"""A StreamingResponse that always watches for the client going away, and ends its body with
+the stream's last piece.
 
 Starlette stops listening for `http.disconnect` on ASGI 2.4 servers and relies on
 the next `send` failing instead. Propose-and-aggregate sends nothing while its
 drafts are generated, so a client that leaves then would keep the engine busy
 until the answer starts. Here the stream is cancelled the moment the client
 disconnects, and cancellation aborts the backend's requests.
+
+Starlette ends a streamed body with an empty message of its own, which the server writes
+as one more write (the chunked encoding's terminator) and the client wakes up once more for.
+Here the piece that ends the stream (`data: [DONE]`) carries the end of the body.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.cancellation import ClientDisconnected, cancel_on_disconnect
+from app.streaming import DONE
 
 
 class EventStreamResponse(StreamingResponse):
+    """Streams SSE text, piece by piece, as text/event-stream."""
+
     media_type = "text/event-stream"
+
+    def __init__(self, pieces: AsyncIterator[str], headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(pieces, headers=headers)
+        self.pieces = pieces
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The stream runs in this task (no task group to start first); a disconnect cancels it.
@@ -27,3 +40,13 @@ class EventStreamResponse(StreamingResponse):
             await cancel_on_disconnect(receive, self.stream_response(send))
         if self.background is not None:
             await self.background()
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        end = ""
+        async for piece in self.pieces:
+            if piece.endswith(DONE):
+                end = piece
+                continue  # sent once the stream has run to its end (its clean-up done), with the body's end
+            await send({"type": "http.response.body", "body": piece.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": end.encode(), "more_body": False})

@@ -1,8 +1,8 @@
 """Pipeline events -> Server-Sent Events in OpenAI's chat.completion.chunk shape.
 
 Chunks leave as the backend produces tokens. Every choice's first chunk carries
-the role and is sent at once, before the drafts are done (so clients see the
-request accepted); each answer's last chunk carries its finish_reason; with
+the role and is sent at once (all of them as one piece), before the drafts are done
+(so clients see the request accepted); each answer's last chunk carries its finish_reason; with
 stream_options.include_usage a final chunk with empty choices carries the usage;
 `data: [DONE]` always ends the stream, after an error event if one occurred.
 
@@ -74,8 +74,7 @@ async def sse_stream(events: AsyncGenerator[Event, None], *, request_id: str, mo
     tail = ""
     try:
         try:
-            for i in range(n):
-                yield chunk([choice(i, {"role": "assistant", "content": ""})])
+            yield "".join(chunk([choice(i, {"role": "assistant", "content": ""})]) for i in range(n))
             async for event in events:
                 if isinstance(event, AnswerDelta):
                     if first_token and on_first_token is not None:

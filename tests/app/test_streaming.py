@@ -1,8 +1,10 @@
 """The SSE renderer: token chunks are byte for byte json.dumps of the chunk, and every stream,
-even one dropped before it started, gives its admission slot back."""
+even one dropped before it started, gives its admission slot back; the response ends its body
+with the stream's end."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import AsyncGenerator
@@ -11,6 +13,7 @@ from typing import Any
 from fakes import ScriptedBackend, chat_body
 
 from app.protocol import ChatCompletionRequest
+from app.sse import EventStreamResponse
 from app.streaming import sse_stream
 from serving.backends.base import Usage
 from serving.pipeline import AnswerDelta, AnswerDone, Event
@@ -28,7 +31,7 @@ async def test_token_chunks_are_the_json_of_the_chunk() -> None:
         events(*texts), request_id="chatcmpl-1", model='m"odel', created=7, n=2, proposals=3, rounds=1,
         include_usage=False, include_proposals=False, on_close=closed.append)]
     assert lines[-1] == "data: [DONE]\n\n" and closed == [True]
-    for line, (index, text) in zip(lines[2:-1], texts, strict=True):
+    for line, (index, text) in zip(lines[1:-1], texts, strict=True):
         expected = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": 'm"odel',
                     "choices": [{"index": index, "delta": {"content": text}, "logprobs": None,
                                  "finish_reason": None}]}
@@ -46,8 +49,9 @@ async def test_the_last_answers_end_usage_and_done_leave_in_one_piece() -> None:
     pieces = [piece async for piece in sse_stream(
         finishing(1, 0), request_id="r", model="m", created=1, n=2, proposals=3, rounds=1,
         include_usage=True, include_proposals=False)]
-    assert len(pieces) == 2 + 4  # two role chunks, a token of answer 1, its end, a token of answer 0, the tail
-    assert json.loads(pieces[3][len("data: "):])["choices"][0] == {  # answer 1 ended while 0 still ran: sent then
+    assert len(pieces) == 1 + 4  # the role chunks, a token of answer 1, its end, a token of answer 0, the tail
+    assert pieces[0].count('"role":"assistant"') == 2
+    assert json.loads(pieces[2][len("data: "):])["choices"][0] == {  # answer 1 ended while 0 still ran: sent then
         "index": 1, "delta": {}, "logprobs": None, "finish_reason": "stop"}
     events = pieces[-1].split("\n\n")
     assert events[-2:] == ["data: [DONE]", ""] and len(events) == 4
@@ -77,3 +81,41 @@ async def test_a_stream_dropped_before_it_started_gives_its_slot_back(app_factor
     gc.collect()
     assert chat.admission.active == 0
     assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in chat.metrics.render().decode()
+
+
+async def respond(pieces: AsyncGenerator[str, None], log: list[Any]) -> None:
+    """Run an EventStreamResponse over `pieces` as the server would, logging what it sends."""
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        log.append((message["type"], message.get("body"), message.get("more_body")))
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+    await asyncio.wait_for(EventStreamResponse(pieces)(scope, receive, send), timeout=5)
+
+
+async def test_the_streams_end_ends_the_body_in_one_message() -> None:
+    log: list[Any] = []
+
+    async def pieces() -> AsyncGenerator[str, None]:
+        yield "data: role\n\n"
+        yield "data: token\n\n"
+        yield "data: [DONE]\n\n"
+        log.append("stream finished")  # its clean-up runs before the last write
+
+    await respond(pieces(), log)
+    assert log == [("http.response.start", None, None), ("http.response.body", b"data: role\n\n", True),
+                   ("http.response.body", b"data: token\n\n", True), "stream finished",
+                   ("http.response.body", b"data: [DONE]\n\n", False)]
+
+
+async def test_a_stream_cut_short_still_ends_the_body() -> None:
+    log: list[Any] = []
+
+    async def pieces() -> AsyncGenerator[str, None]:
+        yield "data: role\n\n"
+
+    await respond(pieces(), log)
+    assert log[-2:] == [("http.response.body", b"data: role\n\n", True), ("http.response.body", b"", False)]
