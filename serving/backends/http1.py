@@ -42,6 +42,11 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        # The read timeout: one timer per connection, moved only when it fires before the deadline
+        # (a timer set and cancelled around every wait cost ~1 µs, once per streamed token).
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -70,6 +75,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.headers_done and self.until_eof and not self.complete and exc is None:
             self.complete = True  # a body delimited by the end of the connection
             self._wake()
@@ -118,13 +126,30 @@ class _Connection(asyncio.Protocol):
         if self.error is not None:
             raise self.error
         waiter = self.waiter = self.loop.create_future()
-        expiry = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+        if timeout is not None:
+            self.deadline = self.loop.time() + timeout
+            if self.timer is None or self.deadline < self.timer_at:
+                self._arm()
         try:
             await waiter
         finally:
-            if expiry is not None:
-                expiry.cancel()
             self.waiter = None
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = self.deadline
+        self.timer = self.loop.call_at(self.deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms it again
+        if self.loop.time() < self.deadline:
+            self._arm()  # a later wait moved the deadline: wait for the rest
+        else:
+            waiter.set_exception(httpx.ReadTimeout("no data from the upstream within the read timeout"))
 
     def take_body(self) -> bytes:
         data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -139,13 +164,11 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout("no data from the upstream within the read timeout"))
 
 
 class HTTP1Response:

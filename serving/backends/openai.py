@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import httpx
+import orjson
 
 from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
 from serving.backends.http1 import HTTP1Response, HTTP1Transport
@@ -305,7 +306,7 @@ class OpenAIBackend:
         response = await self._within_context(target, sampling, lambda s: self._read(
             target, target.chat_url, self._body(target, messages, s, n)))
         try:
-            data = json.loads(response.content)
+            data = orjson.loads(response.content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
             completions = [Completion(c["message"].get("content") or "", c.get("finish_reason")) for c in choices]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
@@ -346,7 +347,7 @@ class OpenAIBackend:
                     if payload == b"[DONE]":
                         done = True
                         continue
-                    chunk = json.loads(payload)
+                    chunk = orjson.loads(payload)  # a quarter of json.loads' time, once per token
                     if "error" in chunk:
                         if pieces:
                             yield StreamDelta("".join(pieces))

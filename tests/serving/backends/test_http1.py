@@ -187,6 +187,35 @@ async def test_timeouts_and_refusals_are_httpx_errors() -> None:
     await transport.aclose()
 
 
+async def test_the_read_timeout_counts_from_each_wait_on_a_reused_connection() -> None:
+    requests = 0
+
+    async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        if requests == 1:  # slow pieces, each within the timeout: no timeout, however long the whole
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                await asyncio.sleep(0.06)
+                writer.write(b"1\r\nx\r\n")
+            writer.write(b"0\r\n\r\n")
+        elif requests == 2:
+            await ok()(_, writer)
+        # the third gets no answer
+
+    async with serving(reply) as server:
+        transport = HTTP1Transport()
+        assert await (await send(transport, server.port, timeout=0.1)).aread() == b"xxxx"
+        await asyncio.sleep(0.2)  # its timer has run out
+        await (await send(transport, server.port, timeout=60)).aread()  # leaves its timer a minute out
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ReadTimeout):
+            await send(transport, server.port, timeout=0.1)  # a shorter timeout on the same connection
+        assert asyncio.get_running_loop().time() - started < 2
+        assert server.connections == 1
+        await transport.aclose()
+
+
 async def test_a_full_pool_waits_then_times_out() -> None:
     async with serving(ok()) as server:
         transport = HTTP1Transport(max_connections=1)
