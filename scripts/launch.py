@@ -41,11 +41,11 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 @contextlib.contextmanager
 def running(command: Sequence[str], health_url: str, log_path: Path, *, env: dict[str, str] | None = None,
-            timeout: float = 300.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` until the block ends; yield once GET `health_url` answers 200."""
+            timeout: float = 300.0, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` (in `cwd`) until the block ends; yield once GET `health_url` answers 200."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                    env={**os.environ, **(env or {})}, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
