@@ -10,10 +10,16 @@ disconnects, and cancellation aborts the backend's requests.
 Starlette ends a streamed body with an empty message of its own, which the server writes
 as one more write (the chunked encoding's terminator) and the client wakes up once more for.
 Here the piece that ends the stream (`data: [DONE]`) carries the end of the body.
+
+And nothing is written to the client before the first engine request has left: the response
+head and the stream's first piece (the role chunks, ready before the pipeline starts) go out
+from a task of their own, which runs as soon as the stream first waits, on the engine. Those
+two writes (and the client's wakeups) then happen while the engine works, not before it starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
@@ -42,11 +48,25 @@ class EventStreamResponse(StreamingResponse):
             await self.background()
 
     async def stream_response(self, send: Send) -> None:
+        first = await anext(self.pieces, "")
+        opening = asyncio.ensure_future(self._open(send, first))
+        try:
+            end = ""
+            async for piece in self.pieces:
+                await opening  # long done by now (a finished future returns at once); never overtaken
+                if piece.endswith(DONE):
+                    end = piece
+                    continue  # sent once the stream has run to its end (its clean-up done), with the body's end
+                await send({"type": "http.response.body", "body": piece.encode(), "more_body": True})
+            await opening
+            await send({"type": "http.response.body", "body": end.encode(), "more_body": False})
+        finally:
+            if not opening.done():
+                opening.cancel()
+            elif not opening.cancelled():
+                opening.exception()  # raised above already, or moot: this stream was cancelled
+
+    async def _open(self, send: Send, first: str) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        end = ""
-        async for piece in self.pieces:
-            if piece.endswith(DONE):
-                end = piece
-                continue  # sent once the stream has run to its end (its clean-up done), with the body's end
-            await send({"type": "http.response.body", "body": piece.encode(), "more_body": True})
-        await send({"type": "http.response.body", "body": end.encode(), "more_body": False})
+        if first:
+            await send({"type": "http.response.body", "body": first.encode(), "more_body": True})

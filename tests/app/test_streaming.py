@@ -1,6 +1,6 @@
 """The SSE renderer: token chunks are byte for byte json.dumps of the chunk, and every stream,
-even one dropped before it started, gives its admission slot back; the response ends its body
-with the stream's end."""
+even one dropped before it started, gives its admission slot back; the response writes nothing
+before the stream first waits, and ends its body with the stream's end."""
 
 from __future__ import annotations
 
@@ -94,6 +94,25 @@ async def respond(pieces: AsyncGenerator[str, None], log: list[Any]) -> None:
 
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
     await asyncio.wait_for(EventStreamResponse(pieces)(scope, receive, send), timeout=5)
+
+
+async def test_the_first_engine_request_leaves_before_anything_is_written() -> None:
+    log: list[Any] = []
+
+    async def pieces() -> AsyncGenerator[str, None]:
+        yield "data: role\n\n"
+        log.append("engine request sent")
+        await asyncio.sleep(0)  # the pipeline waits on the engine: now the head may go
+        log.append("engine answered")
+        yield "data: token\n\n"
+        yield "data: [DONE]\n\n"
+
+    await respond(pieces(), log)
+    assert log == ["engine request sent",
+                   ("http.response.start", None, None), ("http.response.body", b"data: role\n\n", True),
+                   "engine answered",
+                   ("http.response.body", b"data: token\n\n", True),
+                   ("http.response.body", b"data: [DONE]\n\n", False)]
 
 
 async def test_the_streams_end_ends_the_body_in_one_message() -> None:
