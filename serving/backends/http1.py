@@ -181,7 +181,6 @@ class HTTP1Response:
                  timeout: float | None) -> None:
         self.status_code = connection.status
         self.reason_phrase = connection.reason.decode("latin-1")
-        self.headers = connection.headers
         self._transport, self._key, self._connection, self._timeout = transport, key, connection, timeout
         self._content: bytes | None = None
         self._released = False
@@ -200,8 +199,7 @@ class HTTP1Response:
 
     async def aread(self) -> bytes:
         if self._content is None:
-            parts = [part async for part in self.aiter_bytes()]
-            self._content = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._content = b"".join([part async for part in self.aiter_bytes()])
         return self._content
 
     @property
