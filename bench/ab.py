@@ -18,17 +18,16 @@ import asyncio
 import contextlib
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.client import Connection
 from bench.loadgen import direct_answer, service_answer
-from scripts.launch import aft_serve_command, free_port, running
+from bench.run import TIMING, gateway_command, stub_command
+from scripts.launch import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = ["--ttft-ms", "10", "--tpot-ms", "1", "--tokens", "32"]
 
 
 async def _round(stub_port: int, ports: dict[str, int], answers: int, proposals: int, rounds: int,
@@ -63,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     trees = {"A": args.other.resolve(), "B": ROOT}
     stub_port = free_port()
-    stub = [sys.executable, "-m", "bench.stub", "--port", str(stub_port), "--lifetime", "7200", *TIMING]
+    stub = stub_command(stub_port, TIMING, lifetime=7200)
     results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="aft-ab-") as logs, \
             running(stub, f"http://127.0.0.1:{stub_port}/health", Path(logs) / "stub.log", timeout=30):
@@ -71,10 +70,8 @@ def main() -> None:
             ports = {name: free_port() for name in trees}
             with contextlib.ExitStack() as stack:
                 for name in (["A", "B"] if r % 2 == 0 else ["B", "A"]):  # start order alternates too
-                    command = aft_serve_command(ports[name], "--backend", "openai", "--upstream-url",
-                                                f"http://127.0.0.1:{stub_port}/v1", "--model", "stub",
-                                                "--served-model-name", "aft")
-                    stack.enter_context(running(command, f"http://127.0.0.1:{ports[name]}/health",
+                    stack.enter_context(running(gateway_command(ports[name], stub_port),
+                                                f"http://127.0.0.1:{ports[name]}/health",
                                                 Path(logs) / f"{name}{r}.log", cwd=trees[name],
                                                 env={"PYTHONPATH": str(trees[name])}, timeout=60))
                 result = asyncio.run(_round(stub_port, ports, args.answers, args.proposals, args.aggregations,

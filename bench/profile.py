@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.client import Connection
 from bench.loadgen import run_load, service_answer
-from bench.run import servers
+from bench.run import TIMING, servers
 
 
 def summarize(collapsed: Path, top: int) -> str:
@@ -67,8 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     logs = Path(tempfile.mkdtemp(prefix="aft-profile-"))
-    timing = {"ttft_ms": 10.0, "tpot_ms": 1.0, "tokens": 32}
-    with servers(logs, timing) as (_, service_port, watch, _stub_watch):
+    with servers(logs, TIMING) as (_, service_port, watch, _stub_watch):
         out = logs / "service.collapsed"
         command = [py_spy, "record", "--pid", str(watch.process.pid), "--rate", "250", "--format", "raw",
                    "--duration", str(int(args.seconds)), "-o", str(out), "--nonblocking"]

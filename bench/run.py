@@ -58,14 +58,26 @@ def machine() -> dict[str, Any]:
             "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
+TIMING = {"ttft_ms": 10.0, "tpot_ms": 1.0, "tokens": 32}
+"""The stub's default schedule: 10 ms to the first token, 1 ms a token, 32 tokens."""
+
+
+def stub_command(port: int, timing: dict[str, float], lifetime: int = 3600) -> list[str]:
+    return [sys.executable, "-m", "bench.stub", "--port", str(port), "--lifetime", str(lifetime),
+            "--ttft-ms", str(timing["ttft_ms"]), "--tpot-ms", str(timing["tpot_ms"]), "--tokens", str(timing["tokens"])]
+
+
+def gateway_command(port: int, stub_port: int) -> list[str]:
+    """`aft serve` with the openai backend in front of the stub, serving the model as "aft"."""
+    return aft_serve_command(port, "--backend", "openai", "--upstream-url", f"http://127.0.0.1:{stub_port}/v1",
+                             "--model", "stub", "--served-model-name", "aft")
+
+
 @contextlib.contextmanager
 def servers(logs: Path, timing: dict[str, float]) -> Iterator[tuple[int, int, ProcessWatch, ProcessWatch]]:
     """The stub and the service in front of it; yields (stub port, service port, their watches)."""
     stub_port, service_port = free_port(), free_port()
-    stub = [sys.executable, "-m", "bench.stub", "--port", str(stub_port), "--lifetime", "3600",
-            "--ttft-ms", str(timing["ttft_ms"]), "--tpot-ms", str(timing["tpot_ms"]), "--tokens", str(timing["tokens"])]
-    service = aft_serve_command(service_port, "--backend", "openai", "--upstream-url",
-                                f"http://127.0.0.1:{stub_port}/v1", "--model", "stub", "--served-model-name", "aft")
+    stub, service = stub_command(stub_port, timing), gateway_command(service_port, stub_port)
     with running(stub, f"http://127.0.0.1:{stub_port}/health", logs / "stub.log", timeout=30) as stub_process, \
             running(service, f"http://127.0.0.1:{service_port}/health", logs / "service.log", timeout=60) as process:
         yield stub_port, service_port, ProcessWatch(process.pid), ProcessWatch(stub_process.pid)
@@ -179,9 +191,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset (about 2 minutes)")
     parser.add_argument("--name", default=None, help="results file name (default: stub, or stub-quick)")
     parser.add_argument("--no-optillm", action="store_true", help="skip the optillm side")
-    parser.add_argument("--ttft-ms", type=float, default=10.0)
-    parser.add_argument("--tpot-ms", type=float, default=1.0)
-    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--ttft-ms", type=float, default=TIMING["ttft_ms"])
+    parser.add_argument("--tpot-ms", type=float, default=TIMING["tpot_ms"])
+    parser.add_argument("--tokens", type=int, default=int(TIMING["tokens"]))
     parser.add_argument("--timeout", type=float, default=900.0, help="the whole run's time limit (s)")
     args = parser.parse_args()
     args.name = args.name or ("stub-quick" if args.quick else "stub")

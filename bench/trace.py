@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.client import Connection, get_json_bytes
 from bench.loadgen import Client, direct_answer, service_answer
-from bench.run import servers
+from bench.run import TIMING, servers
 
 
 async def _hops(call: Client, connection: Connection, stub_port: int) -> list[float]:
@@ -60,9 +60,8 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    timing = {"ttft_ms": 10.0, "tpot_ms": 1.0, "tokens": 32}
     with tempfile.TemporaryDirectory(prefix="aft-trace-") as logs, \
-            servers(Path(logs), timing) as (stub_port, service_port, _, _):
+            servers(Path(logs), TIMING) as (stub_port, service_port, _, _):
         hops = asyncio.run(trace(stub_port, service_port, args.answers, args.proposals, args.rounds))
     names = [key.removeprefix("service ") for key in hops if key.startswith("service ")]
     print(f"N = {args.proposals}, rounds = {args.rounds}, not streamed, {args.answers} answers each way; "
