@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from scripted_http import serving
 
 from serving.backends.base import Sampling, StreamDelta, Usage
 from serving.backends.http1 import HTTP1Transport
@@ -85,26 +86,19 @@ async def make() -> AsyncIterator[Make]:
 async def loopback(handler: Handler) -> AsyncIterator[str]:
     """An HTTP/1.1 server on loopback that answers with `handler`, as MockTransport would; yields its base
     URL. A backend pointed at it talks through the lean client (serving/backends/http1.py)."""
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                request_line, *lines = (await reader.readuntil(b"\r\n\r\n")).decode().strip().split("\r\n")
-                method, target, _ = request_line.split(" ")
-                headers = [tuple(line.split(": ", 1)) for line in lines]
-                length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
-                request = httpx.Request(method, f"http://{address}{target}", headers=headers,
-                                        content=await reader.readexactly(length))
-                response = handler(request)
-                body = await response.aread()
-                writer.write(b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n\r\n%s" % (
-                    response.status_code, response.reason_phrase.encode(), len(body), body))
-                await writer.drain()
-        writer.close()
+    async def reply(raw: bytes, writer: asyncio.StreamWriter) -> None:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        request_line, *lines = head.decode().split("\r\n")
+        method, target, _ = request_line.split(" ")
+        headers = [tuple(line.split(": ", 1)) for line in lines]
+        response = handler(httpx.Request(method, f"http://127.0.0.1:{server.port}{target}", headers=headers,
+                                         content=body))
+        content = await response.aread()
+        writer.write(b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n\r\n%s" % (
+            response.status_code, response.reason_phrase.encode(), len(content), content))
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    async with server:
-        yield f"http://{address}/v1"
+    async with serving(reply) as server:
+        yield f"http://127.0.0.1:{server.port}/v1"
 
 
 def recording(reply: Callable[[httpx.Request], httpx.Response]) -> tuple[list[httpx.Request], Handler]:
