@@ -27,7 +27,7 @@ unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 demo: install
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python -m scripts.demo
 
 # The AFT recipe from scratch on this machine (training/toy.py), then `aft eval`:
 # rebuilds models/toy (the demo's model) and writes docs/toy/results.{json,md} and accuracy.png.

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import openai
-from launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 
+from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 from serving.manifest import read_manifest
 from training.toy import run_recipe
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from launch import CPU_ENGINE_ENV, free_port, running, vllm_server_command
+
+from scripts.launch import CPU_ENGINE_ENV, free_port, running, vllm_server_command
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fakes import MODEL, ScriptedBackend
 from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.fakes import MODEL, ScriptedBackend
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -6,7 +6,8 @@ import json
 
 import httpx
 import openai
-from fakes import MODEL, ScriptedBackend, chat_body
+
+from tests.fakes import MODEL, ScriptedBackend, chat_body
 
 
 async def test_sdk_non_streaming_runs_the_pipeline(sdk: openai.AsyncOpenAI, backend: ScriptedBackend) -> None:

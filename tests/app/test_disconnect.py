@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from fakes import ScriptedBackend, chat_body
 
 from app.cancellation import ClientDisconnected, cancel_on_disconnect
+from tests.fakes import ScriptedBackend, chat_body
 
 
 async def call_and_leave(app: Any, body: dict[str, Any], leave_after: float) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import MODEL, ScriptedBackend, chat_body
 
 from serving.errors import (
     ContextLengthExceeded,
@@ -15,6 +14,7 @@ from serving.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from tests.fakes import MODEL, ScriptedBackend, chat_body
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

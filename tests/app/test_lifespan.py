@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakes import ScriptedBackend
 from fastapi import FastAPI
 
 from app import cli
 from app.settings import Settings
+from tests.fakes import ScriptedBackend
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -10,13 +10,12 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fakes import ScriptedBackend, chat_body
-
 from app.protocol import ChatCompletionRequest
 from app.sse import EventStreamResponse
 from app.streaming import sse_stream
 from serving.backends.base import Usage
 from serving.pipeline import AnswerDelta, AnswerDone, Event
+from tests.fakes import ScriptedBackend, chat_body
 
 
 async def events(*texts: tuple[int, str]) -> AsyncGenerator[Event, None]:

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 from prometheus_client.parser import text_string_to_metric_families
+
+from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 
 pytestmark = pytest.mark.integration
 

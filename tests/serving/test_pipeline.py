@@ -3,12 +3,12 @@
 import asyncio
 
 import pytest
-from fakes import ScriptedBackend
 
 from serving.backends.base import Sampling
 from serving.errors import UpstreamTimeout
 from serving.format import aggregation_system
 from serving.pipeline import AnswerDelta, AnswerDone, LayerDone, Pipeline, PipelineParams
+from tests.fakes import ScriptedBackend
 
 CONVERSATION = [{"role": "user", "content": "What is 2+2?"}]
 DRAFTS = Sampling(temperature=0.7, top_p=0.95, max_tokens=64)

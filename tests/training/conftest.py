@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aft_fixtures import arithmetic_rows
 
+from tests.training.aft_fixtures import arithmetic_rows
 from training.rows import write_jsonl
 
 

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from fakes import Call, ScriptedBackend
 
 from serving.backends.base import Sampling
 from serving.format import AGGREGATION_TEMPLATE
+from tests.fakes import Call, ScriptedBackend
 from training.evaluate import (
     AFT_DIRECT,
     AFT_GREEDY,

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aft_fixtures import arithmetic_rows, tiny_config
 
 from app.settings import Settings, with_manifest_defaults
 from serving.format import FORMAT_VERSION
 from serving.manifest import read_manifest
+from tests.training.aft_fixtures import arithmetic_rows, tiny_config
 from training.export import end_of_turn_ids, export
 from training.rows import summary_path, write_jsonl
 from training.train import train

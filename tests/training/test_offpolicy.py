@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aft_fixtures import FIXTURES
 
 from serving.format import aggregator_messages
+from tests.training.aft_fixtures import FIXTURES
 from training.data import (
     DataError,
     Sample,

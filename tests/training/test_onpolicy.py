@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from fakes import Call, ScriptedBackend
 
 from serving.backends.base import Generation, Role, Sampling
 from serving.errors import BackendError, ContextLengthExceeded
 from serving.format import Message, aggregator_messages, proposer_messages
+from tests.fakes import Call, ScriptedBackend
 from training.data import DataError, on_policy_examples, on_policy_samples
 
 SAMPLING = Sampling(temperature=0.7, top_p=0.95, max_tokens=64)

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fakes import Call, ScriptedBackend
 
 from serving.backends.base import Sampling
 from serving.backends.vllm import EngineConfig, VLLMBackend
 from serving.format import Message
 from serving.pipeline import Pipeline, PipelineParams
+from tests.fakes import Call, ScriptedBackend
 from training.config import TrainConfig
 from training.rows import aft_example, sft_example, write_jsonl
 from training.train import build_trainer

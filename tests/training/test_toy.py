@@ -103,8 +103,7 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
 
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed")
-    from launch import CPU_ENGINE_ENV
-
+    from scripts.launch import CPU_ENGINE_ENV
     from serving.manifest import read_manifest
     from training import evaluate
     from training.rows import is_aft_row, read_jsonl

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aft_fixtures import tiny_config
 from safetensors.torch import load_file
 
+from tests.training.aft_fixtures import tiny_config
 from training.train import TRAIN_RECORD, resume_checkpoint, train
 
 

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from aft_fixtures import FIXTURES
 
 from app.cli import main
 from serving.manifest import read_manifest
+from tests.training.aft_fixtures import FIXTURES
 from training.rows import read_jsonl, summary_path, validate_jsonl, write_jsonl
 
 

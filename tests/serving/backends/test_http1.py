@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 import pytest
-from scripted_http import Reply, serving
 
 from serving.backends.http1 import HTTP1Response, HTTP1Transport
+from tests.scripted_http import Reply, serving
 
 
 def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> Reply:

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from scripted_http import serving
 
 from serving.backends.base import Sampling, StreamDelta, Usage
 from serving.backends.http1 import HTTP1Transport
@@ -25,6 +24,7 @@ from serving.errors import (
     UpstreamUnavailable,
 )
 from serving.format import Message
+from tests.scripted_http import serving
 
 URL = "http://up.test/v1"
 KEY = "sk-secret-123"
