@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
 from serving.format import Message
 
 MODEL = "aft-test"
@@ -53,6 +53,9 @@ class ScriptedBackend:
     async def check_health(self) -> None:
         if self.error is not None and self.fail_on_call is None:
             raise self.error
+
+    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+        return None
 
     def _record(self, call: Call) -> None:
         self.calls.append(call)

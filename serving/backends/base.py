@@ -73,6 +73,16 @@ class StreamDelta:
     usage: Usage | None = None
 
 
+@dataclass(frozen=True)
+class PromptSize:
+    """How many tokens a chat prompt takes, and the context it must fit in."""
+
+    tokens: int
+    """The prompt's tokens, chat template included (what the engine would be given)."""
+    context_length: int
+    """The model's context: prompt + completion tokens."""
+
+
 class Backend(Protocol):
     """What the pipeline needs from an inference engine."""
 
@@ -91,6 +101,11 @@ class Backend(Protocol):
 
     def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Sample one completion and yield its text as the engine produces it."""
+        ...
+
+    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+        """The size of the prompt `messages` make for `role`'s model, or None when this backend
+        cannot count tokens (then no context budget is applied)."""
         ...
 
     async def check_health(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import httpx
 import orjson
 
-from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
 from serving.backends.http1 import HTTP1Response, HTTP1Transport
 from serving.errors import (
     BackendError,
@@ -406,6 +406,10 @@ class OpenAIBackend:
         """Whether requests with `sampling` send max_tokens (see _body)."""
         return sampling.max_tokens is not None and (target.max_model_len is None
                                                     or sampling.max_tokens < target.max_model_len)
+
+    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+        """Not counted yet: no context budget for upstreams."""
+        return None
 
     async def check_health(self) -> None:
         """GET /models on each distinct upstream; raise UpstreamUnavailable if one does not answer 200."""

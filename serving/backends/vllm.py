@@ -22,7 +22,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
 from serving.errors import AFTError, BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
 from serving.format import Message
 
@@ -175,6 +175,10 @@ class VLLMBackend:
         if sum(len(m["content"]) for m in messages) > _THREAD_TOKENIZE_CHARS:
             return await asyncio.to_thread(self._render, messages)
         return self._render(messages)
+
+    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize:
+        """The prompt's length in the engine's own tokens; one model plays both roles."""
+        return PromptSize(len(await self.prompt_ids(messages)), self.max_model_len)
 
     def _params(self, sampling: Sampling, n: int, prompt_len: int,
                 kind: RequestOutputKind) -> SamplingParams:
