@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import vllm
 
-from tests.deploy.tools import DOCKER, KUBERNETES, ROOT
+from tests.deploy.tools import DOCKER, ROOT
 
 TESTED = ".".join(vllm.__version__.split(".")[:2])
 
