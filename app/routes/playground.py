@@ -20,7 +20,7 @@ router = APIRouter(prefix="/playground", tags=["playground"], include_in_schema=
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Only these files are served: a name is looked up here, never joined onto a path.
-ASSETS = {"playground.js": "text/javascript", "playground.css": "text/css"}
+ASSETS = {"playground.js": "text/javascript", "api.js": "text/javascript", "playground.css": "text/css"}
 
 
 class PlaygroundConfig(BaseModel):

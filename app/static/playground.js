@@ -1,77 +1,13 @@
-"use strict";
-// The playground is a client of the public API like any other: it lists the model
-// (GET v1/models), then streams POST v1/chat/completions and reads the Server-Sent Events
-// as docs/api.md describes them. Every URL is relative, so the page works behind a prefix.
+// The playground: a client of the public API like any other (api.js). It lists the model,
+// streams one chat completion with every round's drafts, and shows what arrives.
 // Model text is only ever set as textContent, never parsed as HTML.
+
+import { ApiError, getJSON, streamChat } from "./api.js";
 
 const KEY_STORAGE = "aft-playground-api-key";
 const $ = (id) => document.getElementById(id);
 
 let controller = null; // the running request's AbortController; Stop aborts it
-
-/** An error as the API returned it: {"error": {"message", "type", "param", "code"}}. */
-class ApiError extends Error {
-  constructor(status, body) {
-    const error = body && typeof body.error === "object" ? body.error : {};
-    super(error.message || `HTTP ${status}`);
-    this.status = status; // null for an error event in the middle of a stream
-    this.type = error.type || null;
-    this.code = error.code || null;
-  }
-
-  toString() {
-    const head = [this.status, this.type].filter((part) => part !== null).join(" ");
-    return head ? `${head}: ${this.message}` : this.message;
-  }
-}
-
-async function apiError(response) {
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    // Not JSON (a proxy's page, say): the status alone says what happened.
-  }
-  return new ApiError(response.status, body);
-}
-
-function headers() {
-  const key = $("api-key").value.trim();
-  const result = { "Content-Type": "application/json" };
-  if (key) result.Authorization = `Bearer ${key}`;
-  return result;
-}
-
-async function getJSON(url, signal) {
-  const response = await fetch(url, { headers: headers(), signal });
-  if (!response.ok) throw await apiError(response);
-  return response.json();
-}
-
-/** The data of each Server-Sent Event of `body`, until `data: [DONE]`. */
-async function* sseData(body) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("the stream ended before data: [DONE]");
-      buffer += value;
-      const events = buffer.split(/\r?\n\r?\n/);
-      buffer = events.pop(); // an event is complete only once its blank line has come
-      for (const event of events) {
-        const data = event.split(/\r?\n/)
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).replace(/^ /, ""))
-          .join("\n");
-        if (data === "[DONE]") return;
-        if (data) yield data;
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-}
 
 function formatTime(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
@@ -219,29 +155,19 @@ async function ask() {
   const { signal } = controller;
   setRunning(true);
   const view = new RunView(proposals, rounds);
+  const key = $("api-key").value.trim();
   try {
-    const models = await getJSON("v1/models", signal);
+    const models = await getJSON("v1/models", key, signal);
     const model = models.data[0].id;
     $("model").textContent = `model: ${model}`;
     view.started = performance.now();
-    const response = await fetch("v1/chat/completions", {
-      method: "POST",
-      headers: headers(),
-      signal,
-      body: JSON.stringify({
-        model,
-        messages: [{ role: "user", content: $("question").value }],
-        stream: true,
-        stream_options: { include_usage: true },
-        aft: { proposals, rounds, include_proposals: true },
-      }),
-    });
-    if (!response.ok) throw await apiError(response);
-    for await (const data of sseData(response.body)) {
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new ApiError(null, chunk); // an error after the stream began
-      view.apply(chunk);
-    }
+    const request = {
+      model,
+      messages: [{ role: "user", content: $("question").value }],
+      stream_options: { include_usage: true },
+      aft: { proposals, rounds, include_proposals: true },
+    };
+    for await (const chunk of streamChat(request, key, signal)) view.apply(chunk);
   } catch (error) {
     if (error.name === "AbortError") {
       view.status("stopped");
@@ -265,7 +191,7 @@ async function init() {
   });
   $("stop").addEventListener("click", () => controller && controller.abort());
   try {
-    const config = await getJSON("playground/config");
+    const config = await getJSON("playground/config", null);
     for (const [id, value, max] of [["proposals", config.proposals, config.max_proposals],
       ["rounds", config.rounds, config.max_rounds]]) {
       $(id).value = value;

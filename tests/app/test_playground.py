@@ -9,6 +9,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from fastapi import FastAPI
 
+from app.routes.playground import ASSETS
+
 PAGE = "http://aft.test/playground"
 
 
@@ -43,6 +45,15 @@ async def test_the_page_and_every_asset_it_names_are_served(client: httpx.AsyncC
         types[target.rsplit(".", 1)[-1]] = asset.headers["content-type"]
     assert types["js"].startswith("text/javascript")
     assert types["css"].startswith("text/css")
+
+
+async def test_every_asset_is_served_with_its_type(client: httpx.AsyncClient) -> None:
+    # Including those the page does not name itself (the modules its script imports).
+    for name, media_type in ASSETS.items():
+        asset = await client.get(f"/playground/assets/{name}")
+        assert asset.status_code == 200, name
+        assert asset.headers["content-type"].split(";")[0] == media_type
+        assert asset.text.strip(), name
 
 
 async def test_the_page_is_open_when_the_api_needs_a_key(app_factory: Callable[..., FastAPI]) -> None:

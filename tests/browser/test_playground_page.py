@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Error, Page, expect
 
 from scripts.launch import stop
 from tests.browser.service import (
@@ -46,15 +46,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @contextlib.contextmanager
 def open_page(browser: Browser, service: Service) -> Iterator[Page]:
-    """The playground in a fresh browser context (its own localStorage), once its form is ready."""
+    """The playground in a fresh browser context (its own localStorage), once its form is ready;
+    the page's script must throw nothing it does not catch."""
     context = browser.new_context()
+    uncaught: list[Error] = []
     try:
         page = context.new_page()
+        page.on("pageerror", lambda error: uncaught.append(error))  # playwright wants a Python function
         page.goto(service.url + "/playground")
         expect(page.locator("body[data-ready=true]")).to_be_attached()
         yield page
     finally:
         context.close()
+    assert not uncaught, f"the page threw: {uncaught}"
 
 
 @pytest.fixture
