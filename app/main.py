@@ -14,7 +14,7 @@ from app.chat import ChatService
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.metrics import Metrics
-from app.routes import chat, health, models
+from app.routes import chat, health, models, playground
 from app.settings import Settings
 from serving.backends.base import Backend
 from serving.pipeline import Pipeline
@@ -52,6 +52,6 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        on_refusal=lambda path: metrics.refused(path, 413))
-    for router in (chat.router, models.router, health.router):
+    for router in (chat.router, models.router, health.router, playground.router):
         app.include_router(router)
     return app
