@@ -73,7 +73,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _run_training_command(command: str, argv: list[str]) -> int:
     module = importlib.import_module(TRAINING_COMMANDS[command][0])
-    code: int = module.main(module.make_parser(f"aft {command}").parse_args(argv))
+    code: int = module.main(argv, prog=f"aft {command}")
     return code
 
 

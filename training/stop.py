@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.format import proposer_messages
-from training.evaluate import Problem, Task, count_correct
+from training.tasks import Problem, Task, count_correct
 
 logger = logging.getLogger(__name__)
 
