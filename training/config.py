@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from transformers.hf_argparser import DataClassType
 from trl.scripts.utils import TrlParser
 
 TRAIN_RECORD = "aft_train.json"
@@ -98,7 +99,7 @@ class TrainConfig:
 def make_parser(prog: str = "aft train") -> TrlParser:
     """TRL's parser over TrainConfig: one flag per field (--learning-rate or --learning_rate), and
     --config FILE.yaml whose values replace the defaults; flags win over the file."""
-    parser = TrlParser(TrainConfig, prog=prog, allow_abbrev=False, description=(
+    parser = TrlParser(DataClassType(TrainConfig), prog=prog, allow_abbrev=False, description=(
         "Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer. Every TrainConfig field is a flag and a "
         "key of the --config YAML file; flags win."))
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of the fields below.")

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils._validators import validate_repo_id
 
 from serving.backends.vllm import EngineConfig
 

@@ -27,7 +27,8 @@ from training.rows import read_jsonl, validate_jsonl
 if TYPE_CHECKING:
     from peft import LoraConfig
     from transformers import PreTrainedTokenizerBase, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def load_tokenizer(config: TrainConfig) -> PreTrainedTokenizerBase:
 
 def sft_config(config: TrainConfig) -> SFTConfig:
     """TRL's SFTConfig for this run."""
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig
 
     extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
     return SFTConfig(
@@ -87,13 +88,14 @@ def lora_config(config: TrainConfig) -> LoraConfig | None:
 def build_trainer(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> SFTTrainer:
     """An SFTTrainer over the validated rows (tokenized, labels masked); `train` runs it."""
     from datasets import Dataset
-    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import SFTTrainer
 
     validate_jsonl(config.data)
     dataset = Dataset.from_list(read_jsonl(config.data))
     trainer = SFTTrainer(model=config.model, args=sft_config(config), train_dataset=dataset,
                          processing_class=load_tokenizer(config), peft_config=lora_config(config),
                          callbacks=list(callbacks) or None)
+    assert isinstance(trainer.train_dataset, Dataset)  # built from a list: a map-style dataset
     kept = len(trainer.train_dataset)
     if kept < len(dataset):
         logger.warning("%d of %d examples had no completion token within max_length=%s and were dropped",
@@ -109,7 +111,8 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
         return config.resume
     from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    last: str | None = (get_last_checkpoint(config.output_dir)  # type: ignore[no-untyped-call]
+                        if Path(config.output_dir).is_dir() else None)
     logger.info("resume: %s", last or f"no checkpoint in {config.output_dir}, starting fresh")
     return last
 
