@@ -1,8 +1,9 @@
 """`aft toy`: the whole AFT recipe on a task with checkable answers, from scratch, on a laptop CPU.
 
-The task is long multiplication by one digit ("What is 31415926 × 3?"). A tiny Llama learns
-it from scratch here, trained until it gets three answers in four right: its slips are carries,
-and the same carries go wrong in most of its samples, so majority vote gains nothing.
+The task (training/tasks.py) is long multiplication by one digit ("What is 31415926 × 3?").
+A tiny Llama learns it from scratch here, trained until it gets three answers in four right:
+its slips are carries, and the same carries go wrong in most of its samples, so majority
+vote gains nothing.
 Checking is easier than producing, though: written left to right, a product digit needs
 the carry of the whole rest of the number, but given a draft's next digit that carry
 follows from one operand digit. An aggregator that has learned to check drafts digit by
@@ -22,7 +23,8 @@ The recipe, every step on this repository's own code:
    so the prompts are serving/format.py's) mixed with plain answering rows whose targets
    are the SFT model's own samples (RecipeConfig.aft_plain_targets says why);
 6. export with aft.json (training.export), which `aft serve --model DIR` reads.
-`aft eval` (training/evaluate.py) then measures it through the served path.
+`evaluate_toy` then measures it through the served path with training.evaluate, as `aft eval`
+does, on the toy's engine settings.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from training.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
 from training.train import train
 
 logger = logging.getLogger(__name__)
+
 
 def _corpus(task: MultiplicationTask, lines: int, seed: int) -> list[str]:
     """Message texts as training and serving render them: proposer and aggregator system
