@@ -8,6 +8,7 @@ HfArgumentParser) makes the flags of `aft train` from it and reads `--config FIL
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -115,9 +116,12 @@ def make_parser(prog: str = "aft train") -> TrlParser:
 def parse_config(argv: Sequence[str] | None = None, prog: str = "aft train") -> TrainConfig:
     """The config a command line asks for; a bad flag, file or value exits 2 with one line saying which."""
     parser = make_parser(prog)
+    # TrlParser reads the file only from `--config FILE`; `--config=FILE` would pass unread.
+    args = [part for arg in (sys.argv[1:] if argv is None else argv)
+            for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     try:
         config, *_, from_file, from_flags = parser.parse_args_and_config(
-            argv, return_remaining_strings=True, separate_remaining_strings=True)
+            args, return_remaining_strings=True, separate_remaining_strings=True)
     except (OSError, ValueError) as exc:  # the YAML file (missing, not a mapping), a refused value
         parser.error(str(exc))
     if from_file:

@@ -26,6 +26,7 @@ def test_flags_override_the_yaml_file(tmp_path: Path) -> None:
     path.write_text("model: m\ndata: d.jsonl\nlearning_rate: 1.0e-4\nlora: true\nbf16: false\nresume: true\n"
                     "lora_target_modules: [q_proj, v_proj]\n")
     config = parse_config(["--config", str(path), "--learning-rate", "3e-5", "--no-lora", "--max-length", "512"])
+    assert parse_config([f"--config={path}", "--learning-rate", "3e-5", "--no-lora", "--max-length", "512"]) == config
     assert (config.learning_rate, config.lora, config.max_length) == (3e-5, False, 512)
     assert config.bf16 == "false" and config.resume == "latest"  # YAML booleans normalized
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.model == "m"

@@ -40,6 +40,17 @@ def test_data_validate_names_the_bad_line(tmp_path: Path, capsys: pytest.Capture
     assert "missing.jsonl" in capsys.readouterr().err
 
 
+def test_data_on_policy_refuses_a_wrong_model_path_before_any_engine(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "queries.jsonl"
+    write_jsonl([{"prompt": "q", "reference": "a"}], source)
+    assert main(["data", "on-policy", str(source), "-o", str(tmp_path / "out.jsonl"), "--model",
+                 str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == (
+        f"aft data on-policy: --model {tmp_path / 'nowhere'}: no such checkpoint directory\n")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_train_from_yaml_with_flag_overrides_then_export(tiny_model: Path, rows_file: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {tiny_model}\ndata: {rows_file}\noutput_dir: {tmp_path / 'run'}\n"
