@@ -51,7 +51,7 @@ bench: install $(OPTILLM)
 	$(if $(QUICK),,$(BIN)/python -m bench.engine)
 
 lint: install
-	$(BIN)/ruff check app serving training tests scripts
+	$(BIN)/ruff check aft app serving training tests scripts bench
 	$(BIN)/mypy
 
 clean:

@@ -1,80 +1,44 @@
-"""The `aft` command. `aft serve` takes every Settings field as a flag (AFT_* variables too).
+"""`aft serve`: every Settings field is a flag (pydantic-settings' CLI source), AFT_* variables too.
 
-`aft data`, `aft train` and `aft export` belong to training/: each module there has its own
-`make_parser()` and `main(args)`, imported only when its command runs, so `aft serve` never
-loads torch or TRL (and a serving host needs none of the training extras).
+Flags win over AFT_* variables, which win over the checkpoint's aft.json recommendations
+(`with_manifest_defaults`), which win over the built-in defaults. The `aft` command
+(aft/cli.py) runs `main` here for `aft serve`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import CliSettingsSource
 
 from app.settings import Settings, with_manifest_defaults
 from serving.manifest import ManifestError
 
-# Flags whose name differs from the field they set.
-_FLAG_NAMES = {"api_keys": "api-key"}
+DESCRIPTION = (
+    "Serve /v1/chat/completions with propose-and-aggregate. Every flag can also be set as an AFT_<NAME> "
+    "environment variable (e.g. AFT_UPSTREAM_URL); flags win. With --model a checkpoint directory holding "
+    "aft.json, its recommendations are the defaults.")
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    for name, field in Settings.model_fields.items():
-        flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
-        help_text = field.description or ""
-        annotation = field.annotation
-        args = typing.get_args(annotation)
-        # Only flags given on the command line override the environment and defaults.
-        common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-        if annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif name == "api_keys":
-            parser.add_argument(flag, action="append", metavar="KEY", **common)
-        elif typing.get_origin(annotation) is typing.Literal:
-            parser.add_argument(flag, choices=args, **common)
-        else:
-            union = isinstance(annotation, types.UnionType)
-            inner: list[Any] = [a for a in args if a is not type(None)] if union else []
-            kind = inner[0] if inner else annotation
-            parser.add_argument(flag, type=int if kind is int else float if kind is float else str, **common)
+def settings_source(prog: str = "aft serve") -> CliSettingsSource[Settings]:
+    """The command line of `aft serve`: a flag per Settings field in kebab case, --flag/--no-flag for
+    booleans, and --api-key (also --api-keys) repeatable; `.root_parser` is its argparse parser."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
+    return CliSettingsSource(Settings, root_parser=parser, cli_kebab_case=True, cli_implicit_flags=True,
+                             cli_shortcuts={"api-keys": "api-key"}, cli_hide_none_type=True, cli_avoid_json=True)
 
 
-# command -> (module with make_parser/main, one-line help)
-TRAINING_COMMANDS = {
-    "data": ("training.data_cli", "Build AFT training rows (off-policy, on-policy) and validate them."),
-    "train": ("training.train", "Fine-tune a model on AFT rows with TRL's SFTTrainer (full or LoRA)."),
-    "export": ("training.export", "Write a checkpoint `aft serve` loads as it is, with its aft.json."),
-    "eval": ("training.evaluate", "Compare SFT, majority vote and AFT propose-and-aggregate on held-out problems."),
-    "toy": ("training.toy", "Run the whole recipe on the toy arithmetic task: SFT, drafts, AFT, evaluation."),
-}
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aft", description="Aggregation fine-tuned models: serve and train them.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="Run the OpenAI-compatible propose-and-aggregate service.",
-        description="Serve /v1/chat/completions with propose-and-aggregate. Every flag can also be set "
-                    "as an AFT_<NAME> environment variable (e.g. AFT_UPSTREAM_URL); flags win. With --model "
-                    "a checkpoint directory holding aft.json, its recommendations are the defaults.")
-    _add_settings_flags(serve)
-    for name, (_, help_text) in TRAINING_COMMANDS.items():
-        # Their own parser takes every argument (and --help) once the module is loaded.
-        commands.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
-def _run_training_command(command: str, argv: list[str]) -> int:
-    module = importlib.import_module(TRAINING_COMMANDS[command][0])
-    code: int = module.main(module.make_parser(f"aft {command}").parse_args(argv))
-    return code
+def settings_from_args(argv: Sequence[str], prog: str = "aft serve") -> Settings:
+    """Settings from flags over AFT_* variables over defaults (aft.json comes after: with_manifest_defaults).
+    A bad flag exits 2 (argparse); a bad value raises pydantic's ValidationError."""
+    # An option of BaseSettings' __init__, which the type checker's view of Settings (its fields) lacks.
+    options: dict[str, Any] = {"_cli_settings_source": settings_source(prog)(args=list(argv))}
+    return Settings(**options)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -97,30 +61,18 @@ def serve(settings: Settings) -> None:
                 loop="uvloop", http="httptools", access_log=log_level == "debug", timeout_graceful_shutdown=30)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
-    namespace, rest = parser.parse_known_args(argv)
-    args = vars(namespace)
-    command = args.pop("command")
-    if command in TRAINING_COMMANDS:
-        return _run_training_command(command, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+def main(argv: Sequence[str] | None = None, *, prog: str = "aft serve") -> int:
     try:
-        settings = Settings(**args)
+        settings = settings_from_args(sys.argv[1:] if argv is None else argv, prog)
         _configure_logging(settings)  # before the manifest, whose defaults are logged
         settings = with_manifest_defaults(settings)
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
-            print(f"aft serve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
+            print(f"{prog}: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
         return 2
     except ManifestError as exc:
-        print(f"aft serve: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     serve(settings)
     return 0
-
-
-if __name__ == "__main__":  # the vllm engine spawns processes that re-import __main__
-    sys.exit(main())

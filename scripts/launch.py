@@ -84,4 +84,4 @@ def vllm_server_command(model: str | Path, port: int) -> list[str]:
 
 
 def aft_serve_command(port: int, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
+    return [sys.executable, "-m", "aft", "serve", "--host", "127.0.0.1", "--port", str(port), *flags]

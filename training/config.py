@@ -1,18 +1,24 @@
 """TrainConfig: everything `aft train` can be told, from a YAML file and flags (flags win).
 
-TRL style: one dataclass, every field with help text; the flags of `aft train` are
-generated from it, so `aft train --help` and a YAML file name the same things.
-Importing this module is cheap (no torch): `aft serve` never pays for training.
+TRL style: one dataclass, every field with help text; TRL's own parser (TrlParser, an
+HfArgumentParser) makes the flags of `aft train` from it and reads `--config FILE.yaml`, so
+`aft train --help` and a YAML file name the same things. Importing this module loads no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-import yaml
+from transformers.hf_argparser import DataClassType
+from trl.scripts.utils import TrlParser
+
+TRAIN_RECORD = "aft_train.json"
+"""A run's TrainConfig, saved beside its final model (`aft export` reads the base model and data from it)."""
 
 
 @dataclass
@@ -54,7 +60,7 @@ class TrainConfig:
         "help": "Modules that get adapters: names (q_proj v_proj ...) or all-linear."})
 
     gradient_checkpointing: bool = field(default=True, metadata={
-        "help": "Recompute activations in the backward pass: far less memory for ~30% more compute."})
+        "help": "Recompute activations in the backward pass: far less memory for about a third more compute."})
     bf16: str = field(default="auto", metadata={
         "help": "bf16 mixed precision; auto: where the hardware has it (CUDA with bf16), else fp32.",
         "choices": ["auto", "true", "false"]})
@@ -72,67 +78,56 @@ class TrainConfig:
                 "fresh) or a checkpoint directory."})
     report_to: str = field(default="none", metadata={"help": "Where to send metrics: none, tensorboard, wandb..."})
 
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """A config from a YAML mapping of field names; `overrides` (e.g. from flags) win."""
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
-        return cls.from_dict({**data, **overrides}, source=str(path))
+    def __post_init__(self) -> None:
+        # YAML reads `bf16: true` as a bool and `resume: true` as one too.
+        self.bf16 = str(self.bf16).lower()
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if isinstance(self.resume, bool) or self.resume == "true":
+            self.resume = "latest" if self.resume else None
+        if self.lora and self.lora_r < 1:
+            raise ValueError("lora_r must be >= 1")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        """A config from field names; unknown names and missing required fields raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; see `aft train --help`")
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-                   and f.name not in data]
-        if missing:
-            raise ValueError(f"{source}: missing {', '.join(missing)} (set them in the YAML file or as flags)")
-        if isinstance(data.get("resume"), bool):  # YAML `resume: true`
-            data = {**data, "resume": "latest" if data["resume"] else None}
-        config = cls(**data)
-        config.bf16 = str(config.bf16).lower()  # YAML reads `bf16: true` as a bool
-        if config.bf16 not in ("auto", "true", "false"):
-            raise ValueError(f"{source}: bf16 must be auto, true or false, got {config.bf16!r}")
-        if config.lora and config.lora_r < 1:
-            raise ValueError(f"{source}: lora_r must be >= 1")
-        return config
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """The config a YAML file of field names asks for (what `aft train --config FILE` reads)."""
+        return parse_config(["--config", str(path)])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _flag_type(annotation: object) -> Any:
-    # Fields are annotated as strings (postponed evaluation); resolve the plain types we use.
-    hints = {"int": int, "float": float, "str": str}
-    text = str(annotation).replace("None", "").replace("|", "").strip()
-    return hints.get(text, str)
+def make_parser(prog: str = "aft train") -> TrlParser:
+    """TRL's parser over TrainConfig: one flag per field (--learning-rate or --learning_rate), and
+    --config FILE.yaml whose values replace the defaults; flags win over the file."""
+    parser = TrlParser(DataClassType(TrainConfig), prog=prog, allow_abbrev=False, description=(
+        "Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer. Every TrainConfig field is a flag and a "
+        "key of the --config YAML file; flags win."))
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of the fields below.")
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):  # HfArgumentParser gives --no-X only to fields that default to true
+        if hints[f.name] is bool and f.default is False:
+            flag = f.name.replace("_", "-")
+            parser.add_argument(f"--no-{flag}", f"--no_{f.name}", action="store_false", dest=f.name,
+                                default=argparse.SUPPRESS, help=f"Not --{flag}.")
+    return parser
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--learning-rate ...), defaulting to 'not given' so YAML values stay."""
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
-        common: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        annotation = str(f.type)
-        if annotation == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif annotation.startswith("list["):
-            parser.add_argument(flag, nargs="+", metavar="NAME", **common)
-        elif "choices" in f.metadata:
-            parser.add_argument(flag, choices=f.metadata["choices"], **common)
-        else:
-            parser.add_argument(flag, type=_flag_type(annotation), **common)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The config a parsed command line asks for: --config FILE (if given), then the flags over it."""
-    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(TrainConfig)}}
-    if getattr(args, "config", None):
-        return TrainConfig.from_yaml(args.config, **given)
-    return TrainConfig.from_dict(given, source="flags")
-
+def parse_config(argv: Sequence[str] | None = None, prog: str = "aft train") -> TrainConfig:
+    """The config a command line asks for; a bad flag, file or value exits 2 with one line saying which."""
+    parser = make_parser(prog)
+    # TrlParser reads the file only from `--config FILE`; `--config=FILE` would pass unread.
+    args = [part for arg in (sys.argv[1:] if argv is None else argv)
+            for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    try:
+        config, *_, from_file, from_flags = parser.parse_args_and_config(
+            args, return_remaining_strings=True, separate_remaining_strings=True)
+    except (OSError, ValueError) as exc:  # the YAML file (missing, not a mapping), a refused value
+        parser.error(str(exc))
+    if from_file:
+        unknown = ", ".join(key.removeprefix("--") for key in from_file[::2])  # ["--key", "value", ...]
+        parser.error(f"unknown field(s) in the config file: {unknown}; see --help")
+    if from_flags:
+        parser.error(f"unrecognized arguments: {' '.join(from_flags)}")
+    assert isinstance(config, TrainConfig)
+    return config

@@ -17,11 +17,13 @@ import logging
 import random
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from serving.backends.base import Sampling
+from serving.backends.vllm import VLLMBackend
 from training.data import (
     Row,
     Sample,
@@ -34,6 +36,7 @@ from training.data import (
     validate_rows,
     write_jsonl,
 )
+from training.engine import add_engine_arguments, checkpoint_problem, engine_config
 
 
 def _write(samples: list[Sample], args: argparse.Namespace, recipe: dict[str, Any]) -> int:
@@ -73,13 +76,8 @@ def _tokenizer_with_template(model: str, template: str, directory: str) -> str:
 async def _sample_on_policy(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[Sample]:
     from tqdm import tqdm
 
-    from serving.backends.vllm import EngineConfig, VLLMBackend
-
     tokenizer = _tokenizer_with_template(args.model, args.chat_template, workdir) if args.chat_template else None
-    backend = VLLMBackend(EngineConfig(
-        model=args.model, tokenizer=tokenizer, max_model_len=args.max_model_len, dtype=args.dtype, seed=args.seed,
-        gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-        trust_remote_code=args.trust_remote_code))
+    backend = VLLMBackend(engine_config(args, args.model, tokenizer=tokenizer, seed=args.seed))
     sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     await backend.start()
     try:
@@ -91,6 +89,9 @@ async def _sample_on_policy(args: argparse.Namespace, rows: list[Row], workdir: 
 
 
 def on_policy(args: argparse.Namespace) -> int:
+    problem = checkpoint_problem(args.model)
+    if problem:
+        raise ValueError(f"--model {problem}")
     rows = load_rows(args.source, split=args.split, name=args.name)
     if args.shuffle:
         random.Random(args.seed).shuffle(rows)
@@ -142,11 +143,7 @@ def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     on.add_argument("--top-p", type=float, default=0.95, help="Proposal top_p (reference: 0.95).")
     on.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each proposal.")
     on.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
-    on.add_argument("--max-model-len", type=int, help="vllm: context length (default: the model's).")
-    on.add_argument("--dtype", default="auto", help="vllm: weight dtype.")
-    on.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: fraction of GPU memory.")
-    on.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model.")
-    on.add_argument("--trust-remote-code", action="store_true", help="vllm: allow model code from the checkpoint.")
+    add_engine_arguments(on)
     on.set_defaults(handler=on_policy)
 
     check = commands.add_parser("validate", help="Check a rows file; the first bad line is named.")
@@ -155,15 +152,16 @@ def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "aft data") -> int:
+    args = make_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.handler(args)
     except (ValueError, OSError) as exc:  # DataError names the file and line
-        print(f"aft data {args.data_command}: {exc}", file=sys.stderr)
+        print(f"{prog} {args.data_command}: {exc}", file=sys.stderr)
         return 2
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main(make_parser("python -m training.data_cli").parse_args()))
+    sys.exit(main(prog="python -m training.data_cli"))

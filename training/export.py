@@ -15,11 +15,13 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.format import FORMAT_VERSION
 from serving.manifest import Manifest, parse_manifest, write_manifest
+from training.config import TRAIN_RECORD
 from training.rows import data_summary as summarize_data
 
 if TYPE_CHECKING:
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_TRAIN_RECORD = "aft_train.json"  # written by training/train.py beside the final model
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -85,7 +86,7 @@ def export(model_dir: str | Path, out_dir: str | Path, *, base_model: str | None
     from transformers import AutoTokenizer
 
     model_dir, out = Path(model_dir), Path(out_dir)
-    record_path = model_dir / _TRAIN_RECORD
+    record_path = model_dir / TRAIN_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     base_model = base_model or record.get("model")
     if data_summary is None:
@@ -121,7 +122,8 @@ def make_parser(prog: str = "aft export") -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "aft export") -> int:
+    args = make_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = ("proposals", "rounds", "proposal_temperature", "proposal_top_p", "temperature", "top_p")
     recommended = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -130,11 +132,11 @@ def main(args: argparse.Namespace) -> int:
         out = export(args.model_dir, args.out_dir, base_model=args.base_model, data_summary=summary,
                      recommended=recommended)
     except (ValueError, OSError) as exc:
-        print(f"aft export: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     print(f"exported: {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(make_parser("python -m training.export").parse_args()))
+    sys.exit(main(prog="python -m training.export"))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.format import proposer_messages
-from training.evaluate import Problem, Task, count_correct
+from training.tasks import Problem, Task, count_correct
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def stop_at_accuracy(measure: Callable[[Any], float], *, target: float, every: i
     The trainer then ends as at its last step: `training.train.train` saves the model as it is."""
     from transformers import TrainerCallback
 
-    class StopAtAccuracy(TrainerCallback):  # type: ignore[misc]
+    class StopAtAccuracy(TrainerCallback):
         def __init__(self) -> None:
             self.curve: list[tuple[int, float]] = []
 

@@ -62,20 +62,22 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 512, hidden_size: in
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_corpus(3000, seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>",
-                                   pad_token="<|pad|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>",  # type: ignore[no-untyped-call]
+                                   eos_token="<|eos|>", pad_token="<|pad|>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
 
+    end_of_turn = fast.convert_tokens_to_ids("<|end|>")
+    assert isinstance(end_of_turn, int)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=hidden_size // 64,
         num_key_value_heads=hidden_size // 64, max_position_embeddings=4096,
-        bos_token_id=fast.bos_token_id, eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<|end|>")],
-        pad_token_id=fast.pad_token_id, tie_word_embeddings=True, torch_dtype="float32",
+        bos_token_id=fast.bos_token_id, eos_token_id=[fast.eos_token_id, end_of_turn],
+        pad_token_id=fast.pad_token_id, tie_word_embeddings=True, dtype="float32",
     )
-    LlamaForCausalLM(config).save_pretrained(path)
+    LlamaForCausalLM(config).save_pretrained(path)  # type: ignore[no-untyped-call]
     (path / "generation_config.json").write_text(json.dumps({
         "bos_token_id": fast.bos_token_id, "eos_token_id": config.eos_token_id}))
     return path

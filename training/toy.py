@@ -1,8 +1,9 @@
 """`aft toy`: the whole AFT recipe on a task with checkable answers, from scratch, on a laptop CPU.
 
-The task is long multiplication by one digit ("What is 31415926 × 3?"). A tiny Llama learns
-it from scratch here, trained until it gets three answers in four right: its slips are carries,
-and the same carries go wrong in most of its samples, so majority vote gains nothing.
+The task (training/tasks.py) is long multiplication by one digit ("What is 31415926 × 3?").
+A tiny Llama learns it from scratch here, trained until it gets three answers in four right:
+its slips are carries, and the same carries go wrong in most of its samples, so majority
+vote gains nothing.
 Checking is easier than producing, though: written left to right, a product digit needs
 the carry of the whole rest of the number, but given a draft's next digit that carry
 follows from one operand digit. An aggregator that has learned to check drafts digit by
@@ -22,7 +23,8 @@ The recipe, every step on this repository's own code:
    so the prompts are serving/format.py's) mixed with plain answering rows whose targets
    are the SFT model's own samples (RecipeConfig.aft_plain_targets says why);
 6. export with aft.json (training.export), which `aft serve --model DIR` reads.
-`aft eval` (training/evaluate.py) then measures it through the served path.
+`evaluate_toy` then measures it through the served path with training.evaluate, as `aft eval`
+does, on the toy's engine settings.
 """
 
 from __future__ import annotations
@@ -32,81 +34,28 @@ import asyncio
 import json
 import logging
 import random
-import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from serving.backends.base import Sampling
+from serving.backends.vllm import EngineConfig, VLLMBackend
 from serving.format import Message, aggregator_messages, proposer_messages
-from training.evaluate import Problem
+from training.config import TrainConfig
+from training.data import on_policy_samples
+from training.evaluate import default_sampling, evaluate_checkpoints
+from training.export import export
+from training.results import markdown_table, write_results
+from training.rows import aft_example, mix_sft, sft_example, write_jsonl
+from training.stop import greedy_accuracy, stop_at_accuracy
+from training.tasks import MultiplicationTask, Problem
+from training.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+from training.train import train
 
 logger = logging.getLogger(__name__)
-
-_NUMBER = re.compile(r"\d+")
-
-
-@dataclass(frozen=True)
-class MultiplicationTask:
-    """A `digits`-digit number times one digit (2..9), the product `digits` digits long too.
-
-    Keeping the product as long as the number (no carry out of the top digit) puts every
-    answer digit at a fixed distance from the digits it depends on, which rotary positions
-    make easy to find. Each answer digit is (k * a_i + carry) mod 10, strongly tied to the
-    one digit a_i, so a tiny model learns it smoothly; two-number addition, whose answer
-    digits are tied to no single operand digit, sat on a loss plateau for hundreds of steps.
-    """
-
-    digits: int = 8
-    name: str = "toy multiplication"
-
-    def operands(self, rng: random.Random, *, held_out: bool) -> tuple[int, int]:
-        low, high = 10 ** (self.digits - 1), 10 ** self.digits
-        while True:
-            a, k = rng.randrange(low, high), rng.randrange(2, 10)
-            if a * k < high and self.is_held_out(a, k) == held_out:
-                return a, k
-
-    @staticmethod
-    def is_held_out(a: int, k: int) -> bool:
-        """One problem in 16, by a fixed hash: evaluation draws only these, training never."""
-        return (a * 2654435761 + k * 40503) % 16 == 0
-
-    @staticmethod
-    def question(a: int, k: int) -> str:
-        return f"What is {a} × {k}?"
-
-    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
-        rng = random.Random(seed)
-        problems = []
-        for _ in range(n):
-            a, k = self.operands(rng, held_out=held_out)
-            problems.append(Problem([{"role": "user", "content": self.question(a, k)}], str(a * k)))
-        return problems
-
-    def problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` held-out problems (never trained on), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=True)
-
-    def training_problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` training problems (never held out), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=False)
-
-    @staticmethod
-    def slipped(answer: str, rate: float, rng: random.Random) -> str:
-        """`answer` with carry slips: each digit, with chance `rate`, one up or down (mod 10), which is
-        what a wrong carry does to it."""
-        return "".join(str((int(d) + rng.choice((-1, 1))) % 10) if rng.random() < rate else d for d in answer)
-
-    def extract(self, text: str) -> str | None:
-        """The first number of a response (what is checked and voted on)."""
-        match = _NUMBER.search(text)
-        return match.group(0) if match else None
-
-    def check(self, problem: Problem, text: str) -> bool:
-        return self.extract(text) == problem.answer
 
 
 def _corpus(task: MultiplicationTask, lines: int, seed: int) -> list[str]:
@@ -127,8 +76,6 @@ def build_tokenizer(path: str | Path, task: MultiplicationTask, *, vocab_size: i
     """Train and save the toy's tokenizer (with training.tiny's chat template); returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from training.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
 
     tokenizer = Tokenizer(models.BPE())
     # Digits are split off one by one before anything else; the rest is byte-level BPE
@@ -254,10 +201,6 @@ class RecipeConfig:
 
 def _train(model: Path, rows: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int,
            learning_rate: float, seed: int, callbacks: tuple[Any, ...] = ()) -> Path:
-    from training.config import TrainConfig
-    from training.rows import write_jsonl
-    from training.train import train
-
     data = out / "rows.jsonl"
     write_jsonl(rows, data)
     config = TrainConfig(
@@ -271,9 +214,6 @@ def _train(model: Path, rows: list[dict[str, Any]], out: Path, *, steps: int, ba
 async def _sample(model: Path, batches: list[tuple[list[Problem], int]], config: RecipeConfig) -> list[list[list[str]]]:
     """For each (problems, n) of `batches`, n answers to every problem sampled from `model` on vLLM (the
     serving backend; proposer prompts, proposal sampling), one engine for all."""
-    from serving.backends.vllm import VLLMBackend
-    from training.data import on_policy_samples
-
     if not any(problems for problems, _ in batches):
         return [[] for _ in batches]
     backend = VLLMBackend(engine_config(model, seed=config.seed))
@@ -292,10 +232,8 @@ async def _sample(model: Path, batches: list[tuple[list[Problem], int]], config:
     return answers
 
 
-def engine_config(model: str | Path, *, seed: int = 0) -> Any:
+def engine_config(model: str | Path, *, seed: int = 0) -> EngineConfig:
     """The in-process vLLM engine for a toy checkpoint on a CPU host (float32, small KV cache)."""
-    from serving.backends.vllm import EngineConfig
-
     return EngineConfig(model=str(model), max_model_len=512, gpu_memory_utilization=0.3, dtype="float32",
                         seed=seed, max_num_seqs=256)
 
@@ -304,8 +242,6 @@ def aggregation_rows(problems: list[Problem], drafts: list[list[str]], *, max_pr
                      seed: int) -> list[dict[str, Any]]:
     """One aggregation row a problem over a random 1..max_proposals of its drafts; the target is
     always the reference answer."""
-    from training.rows import aft_example
-
     rng = random.Random(seed)
     return [aft_example(p.conversation, rng.sample(d, rng.randint(1, min(max_proposals, len(d)))), p.answer)
             for p, d in zip(problems, drafts, strict=True)]
@@ -317,9 +253,6 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     (`out_dir`, with aft.json). Intermediate models and rows go to `work_dir` (default: OUT_DIR-work),
     the SFT model to WORK_DIR/sft/final, which `aft eval` takes as the baseline."""
     import torch
-
-    from training.export import export
-    from training.stop import greedy_accuracy, stop_at_accuracy
 
     torch.set_num_threads(config.threads)
     out = Path(out_dir)
@@ -339,8 +272,6 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     tokenizer = build_tokenizer(work / "tokenizer", task, seed=config.seed)
     init = build_model(work / "init", tokenizer, config.shape, seed=config.seed)
     lap("tokenizer and model")
-
-    from training.rows import mix_sft, sft_example
 
     sft_rows = [sft_example(p.conversation, p.answer)
                 for p in task.training_problems(config.sft_examples, config.seed * 10 + 1)]
@@ -409,7 +340,27 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+EVAL_SEED = 1000
+"""Seed of the held-out problems and the engines in the toy's evaluation (`aft eval`'s default)."""
+
+
+def evaluate_toy(out: Path, baseline: Path, results_dir: str | Path, *, problems: int,
+                 digits: int = RecipeConfig.digits) -> Path:
+    """`aft eval`'s measurement of the toy AFT checkpoint `out` against its SFT model `baseline`, on the
+    toy's engines, over every N the AFT stage trained on; writes the results and returns their directory."""
+    draft, final = default_sampling(out, max_tokens=32)
+    results = evaluate_checkpoints(
+        str(out), str(baseline), MultiplicationTask(digits), lambda path: engine_config(path, seed=EVAL_SEED),
+        problems=problems, seed=EVAL_SEED, draft=draft, final=final,
+        proposals=range(1, RecipeConfig.aft_max_proposals + 1), rounds=(1, 2))
+    paths = write_results(results, results_dir)
+    print(markdown_table(results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return Path(results_dir)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "aft toy") -> int:
+    args = make_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "-work")
@@ -421,19 +372,12 @@ def main(args: argparse.Namespace) -> int:
         run_recipe(out, config, work_dir=work)
     else:
         print(f"{out} holds a checkpoint already (--force rebuilds it)")
-    recipe_seconds = time.monotonic() - started
-    print(f"recipe: {out} in {recipe_seconds:.0f} s")
-    if not args.eval:
-        return 0
-    from training import evaluate
-
-    trained = ",".join(str(n) for n in range(1, RecipeConfig.aft_max_proposals + 1))
-    code = evaluate.main(evaluate.make_parser().parse_args([
-        "--model", str(out), "--baseline", str(work / "sft" / "final"), "--problems", str(args.problems),
-        "--proposals", trained, "--out", args.results]))
-    print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
-    return code
+    print(f"recipe: {out} in {time.monotonic() - started:.0f} s")
+    if args.eval:
+        evaluate_toy(out, work / "sft" / "final", args.results, problems=args.problems)
+        print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":  # the vllm engine spawns processes that re-import __main__
-    sys.exit(main(make_parser("python -m training.toy").parse_args()))
+    sys.exit(main(prog="python -m training.toy"))

@@ -12,7 +12,6 @@ tokenizer and this run's config (aft_train.json), which `aft export` reads.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,18 +20,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.config import TrainConfig, add_config_arguments, config_from_args
+from training.config import TRAIN_RECORD, TrainConfig, parse_config
+from training.export import export
 from training.rows import read_jsonl, validate_jsonl
 
 if TYPE_CHECKING:
     from peft import LoraConfig
     from transformers import PreTrainedTokenizerBase, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
 logger = logging.getLogger(__name__)
-
-TRAIN_RECORD = "aft_train.json"
-"""The run's TrainConfig, saved beside the final model (base model and data for `aft export`)."""
 
 
 def bf16_enabled(setting: str) -> bool:
@@ -59,7 +57,7 @@ def load_tokenizer(config: TrainConfig) -> PreTrainedTokenizerBase:
 
 def sft_config(config: TrainConfig) -> SFTConfig:
     """TRL's SFTConfig for this run."""
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig
 
     extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
     return SFTConfig(
@@ -90,13 +88,14 @@ def lora_config(config: TrainConfig) -> LoraConfig | None:
 def build_trainer(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> SFTTrainer:
     """An SFTTrainer over the validated rows (tokenized, labels masked); `train` runs it."""
     from datasets import Dataset
-    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import SFTTrainer
 
     validate_jsonl(config.data)
     dataset = Dataset.from_list(read_jsonl(config.data))
     trainer = SFTTrainer(model=config.model, args=sft_config(config), train_dataset=dataset,
                          processing_class=load_tokenizer(config), peft_config=lora_config(config),
                          callbacks=list(callbacks) or None)
+    assert isinstance(trainer.train_dataset, Dataset)  # built from a list: a map-style dataset
     kept = len(trainer.train_dataset)
     if kept < len(dataset):
         logger.warning("%d of %d examples had no completion token within max_length=%s and were dropped",
@@ -112,7 +111,8 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
         return config.resume
     from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    last: str | None = (get_last_checkpoint(config.output_dir)  # type: ignore[no-untyped-call]
+                        if Path(config.output_dir).is_dir() else None)
     logger.info("resume: %s", last or f"no checkpoint in {config.output_dir}, starting fresh")
     return last
 
@@ -133,33 +133,22 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Pat
     return final
 
 
-def make_parser(prog: str = "aft train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer. Every TrainConfig "
-                               "field is a flag and a key of the --config YAML file; flags win.")
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of the fields below.")
-    add_config_arguments(parser)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "aft train") -> int:
+    config = parse_config(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = config_from_args(args)
         validate_jsonl(config.data)
     except (ValueError, OSError) as exc:  # DataError is a ValueError: names the bad line
-        print(f"aft train: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     final = train(config)
     print(f"model: {final}")
     # Under `accelerate launch` every rank runs main; one export is enough.
     if config.export_dir and os.environ.get("RANK", "0") == "0":
-        from training.export import export
-
         print(f"exported: {export(final, config.export_dir)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(make_parser("python -m training.train").parse_args()))
+    sys.exit(main(prog="python -m training.train"))
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.cli import main, make_parser
+from aft.cli import main
+from app.cli import settings_from_args
 from app.settings import Settings, with_manifest_defaults
 from serving.format import FORMAT_VERSION
 from serving.manifest import (
@@ -61,9 +62,7 @@ def test_refusals_name_the_problem(tmp_path: Path, content: Any, error: type[Exc
 
 
 def serve_settings(argv: list[str]) -> Settings:
-    args = vars(make_parser().parse_args(["serve", *argv]))
-    args.pop("command")
-    return with_manifest_defaults(Settings(**args))
+    return with_manifest_defaults(settings_from_args(argv))
 
 
 def test_recommendations_are_defaults_that_flags_and_env_override(tmp_path: Path,

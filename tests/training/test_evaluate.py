@@ -1,17 +1,19 @@
-"""aft eval: the statistics, the rows it measures on a scripted backend, and the files it writes."""
+"""aft eval: the statistics, the rows it measures on a scripted backend, the files it writes, its refusals."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from serving.backends.base import Sampling
 from serving.format import AGGREGATION_TEMPLATE
 from tests.fakes import Call, ScriptedBackend
-from training.evaluate import (
+from training.evaluate import evaluate, main
+from training.results import (
     AFT_DIRECT,
     AFT_GREEDY,
     AFT_PA,
@@ -22,13 +24,11 @@ from training.evaluate import (
     SFT_ONE,
     Results,
     Row,
-    evaluate,
-    majority_vote,
     markdown_table,
     wilson_interval,
     write_results,
 )
-from training.toy import MultiplicationTask
+from training.tasks import MultiplicationTask, majority_vote
 
 
 def test_wilson_interval_matches_known_values() -> None:
@@ -106,3 +106,44 @@ def test_write_results_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert sum(line.startswith("|") for line in table.splitlines()) == 10  # header, rule, 8 rows
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert markdown_table(results) in table
+
+
+@pytest.mark.parametrize("flag", ["--model", "--baseline"])
+def test_a_wrong_checkpoint_path_is_one_line_and_exit_2(flag: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "config.json").write_text("{}")
+    paths = {"--model": str(good), "--baseline": str(good), flag: str(tmp_path / "missing")}
+    argv = [arg for pair in paths.items() for arg in pair]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"aft eval: {flag} {tmp_path / 'missing'}: no such checkpoint directory\n"
+    assert not (tmp_path / "out").exists()
+
+    paths[flag] = str(tmp_path)  # a directory, but no checkpoint in it
+    assert main([arg for pair in paths.items() for arg in pair]) == 2
+    assert capsys.readouterr().err == f"aft eval: {flag} {tmp_path}: not a checkpoint (no config.json in it)\n"
+
+
+def test_the_engine_is_built_from_the_flags_not_the_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import evaluate as module
+
+    engines: list[object] = []
+
+    def record(model: str, baseline: str, task: object, engine: Any, **kwargs: Any) -> Results:
+        engines.extend([engine(baseline), engine(model)])
+        return Results("t", 0, {"temperature": 1.0, "top_p": 1.0}, {"temperature": 1.0, "top_p": 1.0})
+
+    monkeypatch.setattr(module, "evaluate_checkpoints", record)
+    monkeypatch.setattr(module, "write_results", lambda results, out: {})
+    for name in ("aft", "sft"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert main(["--model", str(tmp_path / "aft"), "--baseline", str(tmp_path / "sft"), "--dtype", "bfloat16",
+                 "--max-model-len", "8192", "--gpu-memory-utilization", "0.8", "--seed", "7"]) == 0
+    sft, aft = engines
+    assert (sft.model, aft.model) == (str(tmp_path / "sft"), str(tmp_path / "aft"))  # type: ignore[attr-defined]
+    for engine in engines:
+        assert (engine.dtype, engine.max_model_len, engine.gpu_memory_utilization,  # type: ignore[attr-defined]
+                engine.seed, engine.max_num_seqs) == ("bfloat16", 8192, 0.8, 7, None)  # type: ignore[attr-defined]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from serving.format import AGGREGATION_TEMPLATE, aggregator_messages, proposer_messages
-from training.evaluate import Problem
-from training.toy import ModelShape, MultiplicationTask, aggregation_rows, build_model, build_tokenizer
+from training.tasks import MultiplicationTask, Problem
+from training.toy import ModelShape, aggregation_rows, build_model, build_tokenizer
 
 
 def test_problems_are_reproducible_products_without_a_carry_out() -> None:
@@ -105,7 +105,7 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
         pytest.skip("vllm is not installed")
     from scripts.launch import CPU_ENGINE_ENV
     from serving.manifest import read_manifest
-    from training import evaluate
+    from training import evaluate, results
     from training.rows import is_aft_row, read_jsonl
     from training.toy import RecipeConfig, run_recipe
 
@@ -126,15 +126,16 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
     assert 0 < len(plain) <= 4
     assert not any(row["completion"][0]["content"] == _product(row["prompt"][-1]["content"]) for row in plain)
 
-    results = tmp_path / "results"
-    code = evaluate.main(evaluate.make_parser().parse_args([
+    written = tmp_path / "results"
+    code = evaluate.main([
         "--model", str(out), "--baseline", str(tmp_path / "toy-work" / "sft" / "final"), "--digits", "4",
-        "--problems", "6", "--proposals", "1,2", "--rounds", "1", "--out", str(results)]))
+        "--problems", "6", "--proposals", "1,2", "--rounds", "1", "--out", str(written),
+        "--dtype", "float32", "--max-model-len", "512", "--gpu-memory-utilization", "0.3"])
     assert code == 0
-    data = json.loads((results / "results.json").read_text())
-    assert {row["method"] for row in data["rows"]} >= {evaluate.SFT_GREEDY, evaluate.AFT_PA}
+    data = json.loads((written / "results.json").read_text())
+    assert {row["method"] for row in data["rows"]} >= {results.SFT_GREEDY, results.AFT_PA}
     assert all(row["total"] == 6 for row in data["rows"])
-    assert (results / "accuracy.png").is_file() and (results / "results.md").is_file()
+    assert (written / "accuracy.png").is_file() and (written / "results.md").is_file()
 
 
 def _product(question: str) -> str:
@@ -190,9 +191,8 @@ def test_the_command_line_reaches_the_recipe(tmp_path: Path, monkeypatch: pytest
 
     seen: list[Any] = []
     monkeypatch.setattr(toy, "run_recipe", lambda out, config, work_dir: seen.append((out, config, work_dir)))
-    args = toy.make_parser().parse_args(["--out", str(tmp_path / "m"), "--no-eval", "--seed", "3",
-                                         "--plain-targets", "reference", "--sft-steps", "10"])
-    assert toy.main(args) == 0
+    assert toy.main(["--out", str(tmp_path / "m"), "--no-eval", "--seed", "3", "--plain-targets", "reference",
+                     "--sft-steps", "10"]) == 0
     (out, config, work), = seen
     assert (out, work) == (tmp_path / "m", tmp_path / "m-work")
     assert (config.seed, config.aft_plain_targets, config.sft_steps, config.sft_examples) == (3, "reference", 10, 640)

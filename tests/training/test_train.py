@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.training.aft_fixtures import tiny_config
-from training.train import TRAIN_RECORD, resume_checkpoint, train
+from training.config import TRAIN_RECORD
+from training.train import resume_checkpoint, train
 
 
 def losses(output_dir: Path) -> list[float]:

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.config import TrainConfig, config_from_args
-from training.train import bf16_enabled, lora_config, make_parser, sft_config
+from training.config import TrainConfig, make_parser, parse_config
+from training.train import bf16_enabled, lora_config, sft_config
 
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
-
-
-def parse(argv: list[str]) -> TrainConfig:
-    return config_from_args(make_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("name", ["tiny-cpu.yaml", "llama31-8b-lora.yaml", "llama31-8b-full.yaml"])
@@ -29,23 +25,36 @@ def test_flags_override_the_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("model: m\ndata: d.jsonl\nlearning_rate: 1.0e-4\nlora: true\nbf16: false\nresume: true\n"
                     "lora_target_modules: [q_proj, v_proj]\n")
-    config = parse(["--config", str(path), "--learning-rate", "3e-5", "--no-lora", "--max-length", "512"])
+    config = parse_config(["--config", str(path), "--learning-rate", "3e-5", "--no-lora", "--max-length", "512"])
+    assert parse_config([f"--config={path}", "--learning-rate", "3e-5", "--no-lora", "--max-length", "512"]) == config
     assert (config.learning_rate, config.lora, config.max_length) == (3e-5, False, 512)
     assert config.bf16 == "false" and config.resume == "latest"  # YAML booleans normalized
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.model == "m"
-    assert parse(["--model", "m", "--data", "d", "--lora-target-modules", "q_proj", "k_proj"]
-                 ).lora_target_modules == ["q_proj", "k_proj"]
+    assert parse_config(["--model", "m", "--data", "d", "--lora-target-modules", "q_proj", "k_proj"]
+                        ).lora_target_modules == ["q_proj", "k_proj"]
 
 
-def test_refusals(tmp_path: Path) -> None:
+def test_refusals_exit_2_naming_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def refused(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            parse_config(argv)
+        assert exit_.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
     path = tmp_path / "run.yaml"
     path.write_text("model: m\ndata: d\nlearning_rat: 1\n")
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rat'\]"):
-        TrainConfig.from_yaml(path)
-    with pytest.raises(ValueError, match="missing data"):
-        parse(["--model", "m"])
+    assert refused(["--config", str(path)]) == (
+        "aft train: error: unknown field(s) in the config file: learning_rat; see --help")
+    assert refused(["--model", "m"]) == "aft train: error: the following arguments are required: --data"
+    assert refused(["--model", "m", "--data", "d", "--bf16", "maybe"]).startswith(
+        "aft train: error: argument --bf16: invalid choice: 'maybe'")
+    path.write_text("model: m\ndata: d\nbf16: maybe\n")
+    assert refused(["--config", str(path)]) == "aft train: error: bf16 must be auto, true or false, got 'maybe'"
+    assert "missing.yaml" in refused(["--config", str(tmp_path / "missing.yaml")])
+    assert refused(["--model", "m", "--data", "d", "--learning-rat", "1"]) == (
+        "aft train: error: unrecognized arguments: --learning-rat 1")
     with pytest.raises(ValueError, match="bf16 must be auto, true or false"):
-        TrainConfig.from_dict({"model": "m", "data": "d", "bf16": "maybe"})
+        TrainConfig(model="m", data="d", bf16="maybe")
 
 
 def test_every_field_has_help_and_a_flag() -> None:

@@ -1,16 +1,14 @@
-"""`aft data`, `aft train`, `aft export` end to end through the `aft` entry point; `aft serve` stays light."""
+"""`aft data`, `aft train`, `aft export` end to end through the `aft` entry point."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from aft.cli import main
 from serving.manifest import read_manifest
 from tests.training.aft_fixtures import FIXTURES
 from training.rows import read_jsonl, summary_path, validate_jsonl, write_jsonl
@@ -42,6 +40,17 @@ def test_data_validate_names_the_bad_line(tmp_path: Path, capsys: pytest.Capture
     assert "missing.jsonl" in capsys.readouterr().err
 
 
+def test_data_on_policy_refuses_a_wrong_model_path_before_any_engine(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "queries.jsonl"
+    write_jsonl([{"prompt": "q", "reference": "a"}], source)
+    assert main(["data", "on-policy", str(source), "-o", str(tmp_path / "out.jsonl"), "--model",
+                 str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == (
+        f"aft data on-policy: --model {tmp_path / 'nowhere'}: no such checkpoint directory\n")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_train_from_yaml_with_flag_overrides_then_export(tiny_model: Path, rows_file: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {tiny_model}\ndata: {rows_file}\noutput_dir: {tmp_path / 'run'}\n"
@@ -58,14 +67,6 @@ def test_train_from_yaml_with_flag_overrides_then_export(tiny_model: Path, rows_
                  "--top-p", "0.9"]) == 0
     again = read_manifest(tmp_path / "again")
     assert again is not None and again.recommended.as_dict() == {"proposals": 4, "top_p": 0.9}
-
-
-def test_aft_serve_never_imports_training_libraries() -> None:
-    code = ("import sys; from app.cli import make_parser; import app.main, app.settings; make_parser(); "
-            "print(sorted(m for m in ('torch', 'trl', 'peft', 'datasets', 'training.train') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).parents[2])
-    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.integration

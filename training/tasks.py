@@ -1,0 +1,138 @@
+"""Tasks with checkable answers: problems, the answers responses give, and how many are right.
+
+The leaf of training/: evaluation (training/evaluate.py), the stopping rule (training/stop.py)
+and the recipes (training/toy.py) all score answers with what is here, and it imports no other
+training module. A task is anything with `name`, `problems(n, seed)` and `extract(text)`; a
+response is right when the answer it gives equals the problem's reference answer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from serving.format import Message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question and the answer a correct response gives."""
+
+    conversation: list[Message]
+    answer: str
+
+
+class Task(Protocol):
+    """A task with checkable answers."""
+
+    @property
+    def name(self) -> str:
+        """What the results call it."""
+        ...
+
+    def problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` held-out problems, the same ones for the same seed."""
+        ...
+
+    def extract(self, text: str) -> str | None:
+        """The answer a response gives (what is checked and voted on); None when it gives none."""
+        ...
+
+
+def count_correct(task: Task, problems: Sequence[Problem], texts: Sequence[str | None]) -> int:
+    """How many of `texts` give their problem's answer (None, no response, never does)."""
+    return sum(t is not None and task.extract(t) == p.answer for p, t in zip(problems, texts, strict=True))
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer (None, no answer, never wins); ties go to the one seen first."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def count_votes_correct(task: Task, problems: Sequence[Problem], samples: Sequence[Sequence[str]]) -> int:
+    """How many problems the majority vote over their `samples` answers right."""
+    votes = [majority_vote([task.extract(s) for s in group]) for group in samples]
+    return sum(v is not None and v == p.answer for p, v in zip(problems, votes, strict=True))
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class MultiplicationTask:
+    """A `digits`-digit number times one digit (2..9), the product `digits` digits long too.
+
+    Keeping the product as long as the number (no carry out of the top digit) puts every
+    answer digit at a fixed distance from the digits it depends on, which rotary positions
+    make easy to find. Each answer digit is (k * a_i + carry) mod 10, strongly tied to the
+    one digit a_i, so a tiny model learns it smoothly; two-number addition, whose answer
+    digits are tied to no single operand digit, sat on a loss plateau for hundreds of steps.
+    """
+
+    digits: int = 8
+    name: str = "toy multiplication"
+
+    def operands(self, rng: random.Random, *, held_out: bool) -> tuple[int, int]:
+        low, high = 10 ** (self.digits - 1), 10 ** self.digits
+        while True:
+            a, k = rng.randrange(low, high), rng.randrange(2, 10)
+            if a * k < high and self.is_held_out(a, k) == held_out:
+                return a, k
+
+    @staticmethod
+    def is_held_out(a: int, k: int) -> bool:
+        """One problem in 16, by a fixed hash: evaluation draws only these, training never."""
+        return (a * 2654435761 + k * 40503) % 16 == 0
+
+    @staticmethod
+    def question(a: int, k: int) -> str:
+        return f"What is {a} × {k}?"
+
+    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+        rng = random.Random(seed)
+        problems = []
+        for _ in range(n):
+            a, k = self.operands(rng, held_out=held_out)
+            problems.append(Problem([{"role": "user", "content": self.question(a, k)}], str(a * k)))
+        return problems
+
+    def problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` held-out problems (never trained on), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=True)
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=False)
+
+    @staticmethod
+    def slipped(answer: str, rate: float, rng: random.Random) -> str:
+        """`answer` with carry slips: each digit, with chance `rate`, one up or down (mod 10), which is
+        what a wrong carry does to it."""
+        return "".join(str((int(d) + rng.choice((-1, 1))) % 10) if rng.random() < rate else d for d in answer)
+
+    def extract(self, text: str) -> str | None:
+        """The first number of a response (what is checked and voted on)."""
+        match = _NUMBER.search(text)
+        return match.group(0) if match else None
+
+    def check(self, problem: Problem, text: str) -> bool:
+        return self.extract(text) == problem.answer
+
+
+TASKS = ("multiplication",)
+"""The names `make_task` knows (`aft eval --task`)."""
+
+
+def make_task(name: str, *, digits: int = 8) -> Task:
+    """The task called `name`; ValueError names the known ones."""
+    if name == "multiplication":
+        return MultiplicationTask(digits)
+    raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
