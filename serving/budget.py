@@ -26,7 +26,7 @@ the drafts cut are reported.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from serving.backends.base import Backend
 from serving.errors import ContextLengthExceeded
 from serving.format import Message, aggregator_messages, proposer_messages
+
+logger = logging.getLogger(__name__)
 
 _CUT_TRIES = 4
 """Cut-and-count rounds before the drafts are dropped altogether (the prompt without them fits)."""
@@ -66,10 +68,11 @@ async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposa
     or the backend cannot count. Raises ContextLengthExceeded when not even a small draft fits."""
     if rounds == 0:
         return None
-    proposer, aggregator = await asyncio.gather(
-        backend.prompt_size("proposer", proposer_messages(conversation)),
-        backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * proposals)))
-    if proposer is None or aggregator is None:
+    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * proposals))
+    if aggregator is None:
+        return None
+    proposer = await backend.prompt_size("proposer", proposer_messages(conversation))
+    if proposer is None:
         return None
     base, context = aggregator.tokens, aggregator.context_length
     free = context - base
@@ -107,17 +110,18 @@ async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: 
     and how many were cut."""
     room = budget.room(final)
     tokens = await _count(backend, conversation, drafts)
+    if tokens <= room:
+        return drafts, 0
+    logger.info("aggregation prompt of %d tokens over its room of %d: cutting its drafts", tokens, room)
     fitted = drafts
     for _ in range(_CUT_TRIES):
-        if tokens <= room:
-            return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
         # Cut characters in proportion to the excess tokens, a tenth more so one pass usually does.
         in_drafts = max(tokens - budget.base_tokens, 1)
         excess = math.ceil((tokens - room) * 1.1 * sum(len(d) for d in fitted) / in_drafts) + 1
         fitted = _shorten(fitted, excess)
         tokens = await _count(backend, conversation, fitted)
-    if tokens <= room:
-        return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
+        if tokens <= room:
+            return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
     return [""] * len(drafts), sum(1 for d in drafts if d)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from serving.backends.base import Sampling
+from serving.budget import DraftBudget, fit_drafts
 from serving.errors import ContextLengthExceeded
 from serving.format import Message, aggregator_messages, proposer_messages
 from serving.pipeline import AnswerDone, LayerDone, Pipeline, PipelineParams
@@ -127,6 +128,28 @@ async def test_drafts_longer_in_the_prompt_are_trimmed_to_fit() -> None:
     done = events[-1]
     assert isinstance(done, AnswerDone) and done.drafts_trimmed == 6
     assert done.drafts_capped_to == backend.calls[0].sampling.max_tokens
+
+
+async def test_the_longest_drafts_are_cut_first() -> None:
+    backend = ScriptedBackend(context_length=2048)
+    base = base_tokens(backend, FOX, 3)
+    drafts = ["a " * 10, "b " * 300, "c " * 200]
+    # Room for 350 of their 510 words: the two long drafts come down to one length, the short one stays.
+    budget = DraftBudget(100, True, base, base + 350 + 16, 16)
+    fitted, cut = await fit_drafts(backend, FOX, drafts, budget, final=True)
+    assert cut == 2 and fitted[0] == drafts[0]
+    assert abs(len(fitted[1]) - len(fitted[2])) <= 1
+    assert 300 <= backend.tokens(aggregator_messages(FOX, fitted)) - base <= 350
+
+
+async def test_drafts_that_never_fit_by_cutting_are_dropped() -> None:
+    # A backend whose count does not shrink as drafts are cut (say a draft only of "~", each
+    # counting as a hundred tokens): after a few cuts the drafts are left out.
+    backend = ScriptedBackend(context_length=2048, count_tokens=lambda text: len(text.split()) + 100 * text.count("~"))
+    base = base_tokens(backend, FOX, 2)
+    budget = DraftBudget(100, True, base, 2048, 16)
+    fitted, cut = await fit_drafts(backend, FOX, ["~" * 2000, "fine"], budget, final=True)
+    assert fitted == ["", ""] and cut == 2
 
 
 async def test_drafts_that_fit_are_not_trimmed() -> None:
