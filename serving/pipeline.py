@@ -6,16 +6,24 @@ final round samples one aggregation, which is the answer. Every layer whose
 samples share one prompt is ONE backend request with n = N, so the samples share
 the prompt's KV cache. rounds = 0 is plain generation (one proposer call, N
 ignored); N = 1 with rounds >= 1 is sequential self-refinement.
+
+Drafts are capped so that every prompt fits the model's context (serving/budget.py): the caps
+are planned once per request, before any generation, and a request with no room for drafts is
+refused then; each aggregation prompt is counted before it is sent and its drafts are cut when
+their text came out longer in tokens than generated. Answers report the cap and the cuts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
+from serving.budget import DraftBudget, fit_drafts, plan_drafts
 from serving.format import Message, aggregator_messages, proposer_messages
 from serving.merge import merge_streams
 
@@ -38,7 +46,10 @@ class Layer:
 
     round: int
     outputs: list[str]
+    """What the next round was given: drafts cut to fit its prompt are cut here too."""
     usage: Usage
+    trimmed: int = 0
+    """Outputs cut so that the next round's prompt fits the context."""
 
 
 @dataclass
@@ -65,6 +76,10 @@ class AnswerDone:
     finish_reason: str | None
     usage: Usage
     usage_by_round: list[Usage]
+    drafts_capped_to: int | None = None
+    """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
+    drafts_trimmed: int = 0
+    """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
 
 
 Event = LayerDone | AnswerDelta | AnswerDone
@@ -80,6 +95,20 @@ class Answer:
     layers: list[Layer]
     usage: Usage
     usage_by_round: list[Usage]
+    drafts_capped_to: int | None = None
+    """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
+    drafts_trimmed: int = 0
+    """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+
+
+class Plan(enum.Enum):
+    LATER = "later"
+    """`Pipeline.stream` plans the budget itself, as its first step."""
+
+
+def _budget_report(budget: DraftBudget | None, layers: list[Layer]) -> tuple[int | None, int]:
+    capped_to = budget.draft_max_tokens if budget is not None and budget.capped else None
+    return capped_to, sum(layer.trimmed for layer in layers)
 
 
 def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
@@ -93,23 +122,39 @@ def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
 class Pipeline:
     """Runs propose-and-aggregate on a backend. Knows nothing of HTTP."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, min_draft_tokens: int = 32) -> None:
         self.backend = backend
+        self.min_draft_tokens = min_draft_tokens
+        """The shortest drafts worth aggregating: a request leaving less room is refused."""
 
-    async def _drafts(self, conversation: Sequence[Message], params: PipelineParams,
-                      index: int) -> AsyncGenerator[Layer, None]:
+    async def plan(self, conversation: Sequence[Message], params: PipelineParams) -> DraftBudget | None:
+        """The drafts' context budget (None: no drafts, or a backend that cannot count tokens).
+        Raises ContextLengthExceeded, before any generation, when not even short drafts fit."""
+        return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
+                                 params.final_sampling.max_tokens, rounds=params.rounds,
+                                 min_draft_tokens=self.min_draft_tokens)
+
+    async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
+                      budget: DraftBudget | None) -> AsyncGenerator[Layer, None]:
         outputs: list[str] = []
+        draft_sampling = params.draft_sampling
+        if budget is not None:
+            draft_sampling = replace(draft_sampling, max_tokens=budget.draft_max_tokens)
         for round_ in range(params.rounds):
             role: Role = "proposer" if round_ == 0 else "aggregator"
             messages = (proposer_messages(conversation) if round_ == 0
                         else aggregator_messages(conversation, outputs))
-            sampling = _seeded(params.draft_sampling, index, round_)
+            sampling = _seeded(draft_sampling, index, round_)
             # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
             # generate one and repeat it (usage counts the tokens once, as they were spent).
             copies = params.proposals if sampling.temperature == 0 else 1
             generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
             outputs = [c.text for c in generation.completions] * copies
-            yield Layer(round_, outputs, generation.usage)
+            trimmed = 0
+            if budget is not None:
+                outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
+                                                    final=round_ == params.rounds - 1)
+            yield Layer(round_, outputs, generation.usage, trimmed)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
@@ -117,21 +162,32 @@ class Pipeline:
             return "proposer", proposer_messages(conversation)
         return "aggregator", aggregator_messages(conversation, layers[-1].outputs)
 
-    def stream(self, conversation: Sequence[Message], params: PipelineParams, *,
-               n: int = 1) -> AsyncGenerator[Event, None]:
+    def stream(self, conversation: Sequence[Message], params: PipelineParams, *, n: int = 1,
+               budget: DraftBudget | Literal[Plan.LATER] | None = Plan.LATER) -> AsyncGenerator[Event, None]:
         """Run `n` independent pipelines; yield their events as they happen, answers token by token.
 
+        `budget` is `plan`'s result, awaited by a caller that must refuse before it starts a stream;
+        by default the stream plans it first, and a refusal is the stream's first event (raised).
         Close the generator when stopping early: that closes the backend's stream at once, so it
         aborts its request now rather than whenever the generator is collected."""
+        if budget is Plan.LATER:
+            return self._plan_then_stream(conversation, params, n)
         # The generator itself, not a wrapper re-yielding it: one layer less for every token.
         if n == 1:
-            return self._stream_one(conversation, params, 0)
-        return merge_streams([self._stream_one(conversation, params, i) for i in range(n)])
+            return self._stream_one(conversation, params, 0, budget)
+        return merge_streams([self._stream_one(conversation, params, i, budget) for i in range(n)])
 
-    async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams,
-                          index: int) -> AsyncGenerator[Event, None]:
+    async def _plan_then_stream(self, conversation: Sequence[Message], params: PipelineParams,
+                                n: int) -> AsyncGenerator[Event, None]:
+        budget = await self.plan(conversation, params)
+        async with aclosing(self.stream(conversation, params, n=n, budget=budget)) as events:
+            async for event in events:
+                yield event
+
+    async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
+                          budget: DraftBudget | None) -> AsyncGenerator[Event, None]:
         layers: list[Layer] = []
-        async with aclosing(self._drafts(conversation, params, index)) as drafts:
+        async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
             async for layer in drafts:
                 layers.append(layer)
                 yield LayerDone(index, layer)
@@ -148,24 +204,27 @@ class Pipeline:
         total = Usage()
         for usage in by_round:
             total.add(usage)
-        yield AnswerDone(index, last.finish_reason if last else None, total, by_round)
+        yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
+                         *_budget_report(budget, layers))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
         """Run `n` independent pipelines concurrently and return their answers in order.
-        The first failure cancels the other pipelines and is raised as it is."""
+        The first failure cancels the other pipelines and is raised as it is; a request with no
+        room for drafts is refused (ContextLengthExceeded) before any generation."""
+        budget = await self.plan(conversation, params)
         if n == 1:
-            return [await self._run_one(conversation, params, 0)]
+            return [await self._run_one(conversation, params, 0, budget)]
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._run_one(conversation, params, i)) for i in range(n)]
+                tasks = [group.create_task(self._run_one(conversation, params, i, budget)) for i in range(n)]
         except ExceptionGroup as group_error:
             raise group_error.exceptions[0] from None
         return [task.result() for task in tasks]
 
-    async def _run_one(self, conversation: Sequence[Message], params: PipelineParams,
-                       index: int) -> Answer:
-        async with aclosing(self._drafts(conversation, params, index)) as drafts:
+    async def _run_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
+                       budget: DraftBudget | None) -> Answer:
+        async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
             layers = [layer async for layer in drafts]
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
@@ -175,4 +234,5 @@ class Pipeline:
         total = Usage()
         for usage in by_round:
             total.add(usage)
-        return Answer(index, completion.text, completion.finish_reason, layers, total, by_round)
+        return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
+                      *_budget_report(budget, layers))

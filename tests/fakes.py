@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
+from serving.errors import ContextLengthExceeded
 from serving.format import Message
 
 MODEL = "aft-test"
@@ -31,11 +32,22 @@ def default_reply(call: Call, i: int) -> str:
     return f"{call.role}-{len(call.messages[0]['content'])}-{i}"
 
 
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
 @dataclass
 class ScriptedBackend:
-    """Each request costs len(system content) prompt tokens and one completion token per word."""
+    """Each request costs len(system content) prompt tokens and one completion token per word.
+
+    With `context_length` set the backend counts prompts (`prompt_size`: `count_tokens` of every
+    message's content, words by default) and refuses, as an engine does, a prompt that does not
+    leave room for one token; `prompt_sizes` counts the calls to `prompt_size`."""
 
     reply: Callable[[Call, int], str] = default_reply
+    context_length: int | None = None
+    count_tokens: Callable[[str], int] = word_count
+    prompt_sizes: int = 0
     fail_on_call: int | None = None
     error: Exception | None = None
     delay: float = 0.0
@@ -54,14 +66,23 @@ class ScriptedBackend:
         if self.error is not None and self.fail_on_call is None:
             raise self.error
 
+    def tokens(self, messages: Sequence[Message]) -> int:
+        return sum(self.count_tokens(m["content"]) for m in messages)
+
     async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
-        return None
+        if self.context_length is None:
+            return None
+        self.prompt_sizes += 1
+        return PromptSize(self.tokens(messages), self.context_length)
 
     def _record(self, call: Call) -> None:
         self.calls.append(call)
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             assert self.error is not None
             raise self.error
+        if self.context_length is not None and self.tokens(call.messages) >= self.context_length:
+            raise ContextLengthExceeded(f"The prompt has {self.tokens(call.messages)} tokens; the model's "
+                                        f"context length is {self.context_length}")
 
     @staticmethod
     def usage(call: Call, texts: Sequence[str]) -> Usage:

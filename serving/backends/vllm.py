@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ Measured here: render + encode costs ~0.25 µs a character (a 90k-character prom
 the event loop ~20 ms, stalling every stream), a thread hop ~80 µs. Fast tokenizers
 release the GIL and vLLM's tokenizer is a thread-safe pool, so offloading is safe.
 """
+
+_COUNTED_TOKENS = 1 << 18
+"""Most token ids kept from `prompt_size` for the request that sends the same prompt.
+
+The pipeline counts each prompt just before sending it; keeping the ids spares a second
+tokenization. Prompts counted but never sent (a request refused, or the aggregation prompt
+without drafts) are dropped oldest first past this many ids (a few MB)."""
+
+PromptKey = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,10 @@ def _map_error(exc: Exception) -> AFTError:
     return BackendError(f"vLLM engine failed: {type(exc).__name__}: {exc}")
 
 
+def _prompt_key(messages: Sequence[Message]) -> PromptKey:
+    return tuple((m["role"], m["content"]) for m in messages)
+
+
 class VLLMBackend:
     """The Backend protocol on an in-process vLLM AsyncLLM; one model plays both roles."""
 
@@ -116,6 +130,8 @@ class VLLMBackend:
         self._engine: AsyncLLM | None = None
         self._max_model_len = 0
         self._in_flight: set[str] = set()
+        self._counted: OrderedDict[PromptKey, list[int]] = OrderedDict()
+        self._counted_tokens = 0
 
     @property
     def engine(self) -> AsyncLLM:
@@ -142,6 +158,8 @@ class VLLMBackend:
     async def close(self) -> None:
         """Abort our in-flight requests (their callers get BackendError), then stop the engine."""
         engine, self._engine = self._engine, None
+        self._counted.clear()
+        self._counted_tokens = 0
         if engine is None:
             return
         if self._in_flight:
@@ -177,8 +195,24 @@ class VLLMBackend:
         return self._render(messages)
 
     async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize:
-        """The prompt's length in the engine's own tokens; one model plays both roles."""
-        return PromptSize(len(await self.prompt_ids(messages)), self.max_model_len)
+        """The prompt's length in the engine's own tokens; one model plays both roles. The ids are
+        kept for a while: a request sending this prompt next is not tokenized again."""
+        ids = await self.prompt_ids(messages)
+        key = _prompt_key(messages)
+        if key not in self._counted:
+            self._counted[key] = ids
+            self._counted_tokens += len(ids)
+            while self._counted_tokens > _COUNTED_TOKENS:
+                self._counted_tokens -= len(self._counted.popitem(last=False)[1])
+        return PromptSize(len(ids), self.max_model_len)
+
+    async def _request_prompt(self, messages: Sequence[Message]) -> list[int]:
+        """The ids of a prompt about to be sent: counted ones are taken, others tokenized now."""
+        ids = self._counted.pop(_prompt_key(messages), None)
+        if ids is None:
+            return await self.prompt_ids(messages)
+        self._counted_tokens -= len(ids)
+        return ids
 
     def _params(self, sampling: Sampling, n: int, prompt_len: int,
                 kind: RequestOutputKind) -> SamplingParams:
@@ -225,7 +259,7 @@ class VLLMBackend:
         """Sample `n` completions as ONE engine request; `role` is ignored."""
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = await self.prompt_ids(messages)
+        prompt = await self._request_prompt(messages)
         params = self._params(sampling, n, len(prompt), RequestOutputKind.FINAL_ONLY)
         final: RequestOutput | None = None
         async with aclosing(self._submit(prompt, params)) as outputs:
@@ -243,7 +277,7 @@ class VLLMBackend:
         """Sample one completion, yielding text as it is produced; the last delta carries usage."""
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = await self.prompt_ids(messages)
+        prompt = await self._request_prompt(messages)
         params = self._params(sampling, 1, len(prompt), RequestOutputKind.DELTA)
         completion_tokens = 0
         finish_reason: str | None = None

@@ -134,7 +134,7 @@ def leave_during_drafts(service: Service) -> bool:
     nowhere; an abort shows as the engine going idle with far fewer tokens generated."""
     generated = service.engine("vllm:generation_tokens_total")
     with httpx.stream("POST", service.base_url + "/chat/completions", timeout=60, json={
-            "model": "aft", "messages": QUESTION, "stream": True, "max_tokens": 1500,
+            "model": "aft", "messages": QUESTION, "stream": True, "max_tokens": 16,
             "aft": {"proposals": 1, "rounds": 1, "proposal_temperature": 0, "proposal_max_tokens": 1500}}
             ) as response:
         for line in response.iter_lines():

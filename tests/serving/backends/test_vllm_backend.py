@@ -173,6 +173,32 @@ async def test_prompt_too_long(backend: VLLMBackend) -> None:
     assert backend.num_unfinished_requests() == 0
 
 
+async def test_prompt_size_counts_what_the_engine_is_given(backend: VLLMBackend) -> None:
+    size = await backend.prompt_size("aggregator", MESSAGES)
+    assert size.tokens == len(await backend.prompt_ids(MESSAGES)) and size.context_length == MAX_LEN
+    generation = await backend.generate("aggregator", MESSAGES, sampling(max_tokens=2), n=1)
+    assert generation.usage.prompt_tokens == size.tokens
+
+
+async def test_a_counted_prompt_is_not_tokenized_again(backend: VLLMBackend,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[list[Message]] = []
+    render = backend._render
+
+    def counting(messages: list[Message]) -> list[int]:
+        rendered.append(messages)
+        return render(messages)
+
+    monkeypatch.setattr(backend, "_render", counting)
+    messages: list[Message] = [*MESSAGES, {"role": "user", "content": "counted once"}]
+    size = await backend.prompt_size("proposer", messages)
+    generation = await backend.generate("proposer", messages, sampling(max_tokens=2), n=1)
+    assert len(rendered) == 1 and generation.usage.prompt_tokens == size.tokens
+    deltas = [d async for d in backend.stream("proposer", messages, sampling(max_tokens=2))]
+    assert len(rendered) == 2  # taken by the request that sent it: the next one tokenizes again
+    assert deltas[-1].usage is not None and deltas[-1].usage.prompt_tokens == size.tokens
+
+
 async def test_invalid_sampling(backend: VLLMBackend) -> None:
     with pytest.raises(InvalidRequest) as caught:
         await backend.generate("proposer", MESSAGES, sampling(temperature=-1.0), n=1)
