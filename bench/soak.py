@@ -127,11 +127,13 @@ async def restart_service(soak: Soak, event: dict[str, Any]) -> None:
 
 
 async def inject_faults(soak: Soak, end: float) -> None:
-    """Restart the upstream and the service in turn, every --fault-interval seconds until near the end."""
-    if soak.args.no_restarts:
+    """Restart the upstream or the service (--restarts), every --fault-interval seconds until near the end."""
+    kinds = {"both": ("upstream_restart", "service_restart"), "upstream": ("upstream_restart",),
+             "service": ("service_restart",), "none": ()}[soak.args.restarts]
+    if not kinds:
         return
     interval = soak.args.fault_interval or soak.args.duration / 6
-    for k, kind in zip(itertools.count(1), itertools.cycle(("upstream_restart", "service_restart")), strict=False):
+    for k, kind in zip(itertools.count(1), itertools.cycle(kinds), strict=False):
         at = soak.start + k * interval
         if at > end - interval / 2:
             return
@@ -178,7 +180,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-timeout", type=float, default=60.0, help="a request not ended by then is hung (s)")
     parser.add_argument("--fault-interval", type=float, default=0.0,
                         help="seconds between restarts of the upstream or the service (default: duration / 6)")
-    parser.add_argument("--no-restarts", action="store_true", help="only the stub's faults: no restarts")
+    parser.add_argument("--restarts", choices=("both", "upstream", "service", "none"), default="both",
+                        help="what is restarted every --fault-interval seconds (both: in turn)")
     parser.add_argument("--upstream-down", type=float, default=1.0, help="seconds the killed stub stays down")
     parser.add_argument("--shutdown-wait", type=float, default=45.0,
                         help="seconds the service may take to exit after SIGTERM before it is killed")

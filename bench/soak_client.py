@@ -50,13 +50,27 @@ def chat_request(rng: random.Random, number: int) -> dict[str, Any]:
     return body
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from, exception groups opened (anyio's "All connection attempts
+    failed" is raised from a group of each attempt's error)."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending and len(found) < 20:
+        seen = pending.pop()
+        found.append(seen)
+        if isinstance(seen, BaseExceptionGroup):
+            pending.extend(seen.exceptions)
+        if (seen.__cause__ or seen.__context__) is not None:
+            pending.append(seen.__cause__ or seen.__context__)  # type: ignore[arg-type]
+    return found
+
+
 def _refused(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, ConnectionRefusedError) for e in _causes(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return " <- ".join(f"{type(e).__name__}: {e}".rstrip(": ") for e in _causes(exc)[:4])
 
 
 def _judge(status: int, stream: bool, body: bytes) -> tuple[Kind, str]:
@@ -109,5 +123,5 @@ async def send(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeou
             kind, detail = _judge(status, stream, bytes(received))
             if kind in ("answered", "clean_error"):
                 return outcome(kind, detail)
-        return outcome("lost", f"{type(exc).__name__}: {exc} ({len(received)} bytes received)")
+        return outcome("lost", f"{_describe(exc)} ({len(received)} bytes received)")
     return outcome(*_judge(status, stream, bytes(received)))
