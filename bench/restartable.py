@@ -55,7 +55,8 @@ class Restartable:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, sig)
 
-    async def _wait(self, timeout: float) -> int | None:
+    async def wait(self, timeout: float) -> int | None:
+        """The exit code once the process has exited, or None if it is still running after `timeout` s."""
         assert self.process is not None
         process = self.process
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -66,7 +67,7 @@ class Restartable:
         """SIGTERM, then wait up to `timeout` s: (exit code, or None if it had to be killed; seconds taken)."""
         begin = time.monotonic()
         self._signal(signal.SIGTERM)
-        code = await self._wait(timeout)
+        code = await self.wait(timeout)
         taken = time.monotonic() - begin
         await self.kill()  # what the process left behind in its group, or the process itself
         return code, taken
@@ -75,4 +76,4 @@ class Restartable:
         """SIGKILL the group (a crash, or the end of the soak) and reap the process."""
         self._signal(signal.SIGKILL)
         if self.process is not None:
-            await self._wait(10)
+            await self.wait(10)
