@@ -76,6 +76,9 @@ def render(result: dict[str, Any]) -> str:
     lines += ["", "Service RSS (MB) per process: " + "; ".join(
         f"pid {p['pid']} {p['from_s']}-{p['to_s']} s: {p['first_mb']} -> {p['last_mb']} (peak {p['peak_mb']})"
         for p in result["rss_by_process"])]
+    every = max(1, len(result["rss"]) // 12)
+    series = ", ".join(f"{t:.0f}: {mb}" for t, _, mb in result["rss"][::every])
+    lines += ["", f"Service RSS over time (s: MB): {series}"]
     log = result["service_log"]
     lines += ["", f"Service log: {log['tracebacks']} tracebacks, {log['error_lines']} ERROR lines."]
     lines += [f"- problem: {p}" for p in result["problems"]]
