@@ -140,6 +140,11 @@ async def inject_faults(soak: Soak, end: float) -> None:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         if time.monotonic() > end - interval / 2:  # the last restart ran late: no clients left to see this one
             return
+        # Restarts are to hit requests in flight; just after the service came back, the clients may all
+        # be pausing after their refused connections.
+        wait_until = time.monotonic() + 1.0
+        while soak.in_flight == 0 and time.monotonic() < wait_until:
+            await asyncio.sleep(0.01)
         event: dict[str, Any] = {"t": soak.now(), "kind": kind, "in_flight": soak.in_flight}
         await (restart_upstream if kind == "upstream_restart" else restart_service)(soak, event)
         soak.events.append(event)
