@@ -77,3 +77,13 @@ def test_valid_chat_requests_answer_or_fail_cleanly(case: schemathesis.Case) -> 
 @BOUNDED
 def test_every_status_documented_and_405_names_allow(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=[status_code_conformance, unsupported_method])
+
+
+AUTHENTICATED = create_app(make_settings(api_keys=["sk-contract"]), backend=ScriptedBackend())
+
+
+@schema.parametrize()
+@settings(BOUNDED, max_examples=10)
+def test_without_a_key_every_refusal_openai_shaped(case: schemathesis.Case) -> None:
+    # The same requests, none with a key, to a service that wants one (the schema is read from the open app).
+    case.call_and_validate(app=AUTHENTICATED, checks=[not_a_server_error, openai_shaped])
