@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration demo toy lint bench clean
+.PHONY: install test unit integration demo toy lint bench soak clean
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ $(OPTILLM): | $(STAMP)
 bench: install $(OPTILLM)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 	$(if $(QUICK),,$(BIN)/python -m bench.engine)
+
+# The soak (bench/README.md, "Soak"): the service on the stub with upstream faults, upstream restarts
+# and SIGTERMs under load for DURATION seconds (default 60); exits non-zero if a request was lost,
+# hung or answered uncleanly. SOAK_ARGS passes more flags (python -m bench.soak --help).
+soak: install
+	$(BIN)/python -m bench.soak --duration $(or $(DURATION),60) $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/ruff check aft app serving training tests scripts bench

@@ -14,6 +14,11 @@ request arrived and its response left, so bench/trace.py can place a gateway's h
 GET /v1/models and GET /health answer too. It listens on 127.0.0.1 only and stops by
 itself after --lifetime seconds.
 
+Faults, for soak tests (bench/soak.py), all off by default: every k-th chat request can be
+answered with a 5xx error, dropped (connection closed before any byte of the response), cut
+(closed halfway through it), slowed, or followed by a close of its keep-alive connection
+(a connection that looks reusable and is not). GET /stats counts the faults injected.
+
 Why not FastAPI: the stub shares two cores with the service under test, so it is a
 raw asyncio protocol that writes pre-rendered bytes from timer callbacks (no task per
 request, no JSON encoding per token); it must cost far less than what it measures.
@@ -26,10 +31,11 @@ import asyncio
 import collections
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable"}
 _WORDS = b"the answer is a draft that the aggregator reads and improves on".split()
 
 
@@ -44,6 +50,35 @@ class Timing:
 
 
 @dataclass
+class Faults:
+    """Every k-th chat request (counted from the start or the last /stats/reset) misbehaves; 0 is off.
+    Where several apply to one request, the first in this order wins."""
+
+    error_every: int = 0
+    """Answered at once with a 5xx OpenAI error body (500, 502, 503 in turn); the connection stays open."""
+    drop_every: int = 0
+    """The connection closed as the request arrives: no byte of the response."""
+    cut_every: int = 0
+    """The connection closed halfway through the response (streamed or not)."""
+    slow_every: int = 0
+    """The whole schedule of the response starts slow_ms late."""
+    slow_ms: float = 1000.0
+    close_every: int = 0
+    """The connection closed right after a complete response that did not announce it (no
+    `connection: close`): the next request sent on it finds it gone."""
+
+    def __bool__(self) -> bool:
+        return any((self.error_every, self.drop_every, self.cut_every, self.slow_every, self.close_every))
+
+    def pick(self, request: int) -> str | None:
+        for name in ("error", "drop", "cut", "slow", "close"):
+            every: int = getattr(self, f"{name}_every")
+            if every and request % every == 0:
+                return name
+        return None
+
+
+@dataclass
 class Stats:
     requests: int = 0
     chat_requests: int = 0
@@ -54,6 +89,8 @@ class Stats:
     cancelled: int = 0
     """Responses whose client closed the connection before the last byte."""
     completed: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    """Faults injected, by kind (Faults.pick's names)."""
 
 
 def _now_us() -> int:
@@ -73,7 +110,8 @@ def _chunk(data: bytes) -> bytes:
 class _Response:
     """One chat completion being produced: timer callbacks write its tokens."""
 
-    __slots__ = ("body", "conn", "handle", "loop", "n", "next_token", "prefixes", "start", "timing", "tokens")
+    __slots__ = ("body", "close_after", "conn", "cut_at", "handle", "loop", "n", "next_token", "prefixes", "start",
+                 "timing", "tokens")
 
     def __init__(self, conn: StubProtocol, body: dict[str, Any], timing: Timing) -> None:
         self.conn = conn
@@ -86,6 +124,10 @@ class _Response:
         self.next_token = 0
         self.handle: asyncio.TimerHandle | None = None
         self.body = body
+        self.cut_at: int | None = None
+        """Faults: the token at which the connection is closed instead."""
+        self.close_after = False
+        """Faults: close the connection once the response is complete."""
 
     def at(self, token: int) -> float:
         return self.start + self.timing.ttft + token * self.timing.tpot
@@ -103,7 +145,10 @@ class _Response:
                         for i in range(self.n)],
             "usage": self._usage()}).encode()
         self.handle = None
-        self.conn.finish(_head(200, b"application/json", len(payload)) + payload)
+        if self.cut_at is not None:
+            self.conn.cut(_head(200, b"application/json", len(payload)) + payload[:len(payload) // 2])
+            return
+        self.conn.finish(_head(200, b"application/json", len(payload)) + payload, close=self.close_after)
 
     def _usage(self) -> dict[str, int]:
         prompt = sum(len(str(m.get("content", ""))) for m in self.body.get("messages", [])) // 4 + 1
@@ -120,6 +165,10 @@ class _Response:
         self.handle = self.loop.call_at(self.at(0), self.send_token)
 
     def send_token(self) -> None:
+        if self.next_token == self.cut_at:
+            self.handle = None
+            self.conn.cut(b"")
+            return
         stamp = b'"content":" t%d"},"finish_reason":null}]}\n\n' % _now_us()
         self.conn.transport.write(_chunk(b"".join(p + stamp for p in self.prefixes)))
         self.next_token += 1
@@ -131,7 +180,7 @@ class _Response:
         usage = (b'data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","model":"stub","choices":[],'
                  b'"usage":%s}\n\ndata: [DONE]\n\n' % json.dumps(self._usage()).encode())
         self.handle = None
-        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n")
+        self.conn.finish(_chunk(last + usage) + b"0\r\n\r\n", close=self.close_after)
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -186,12 +235,48 @@ class StubProtocol(asyncio.Protocol):
         data = json.dumps(payload).encode()
         self.transport.write(_head(status, b"application/json", len(data)) + data)
 
-    def finish(self, data: bytes) -> None:
+    def _inject(self, fault: str) -> bool:
+        """Faults that replace the response; True when the request is answered (or dropped) here."""
+        stats = self.server.stats
+        stats.faults[fault] = stats.faults.get(fault, 0) + 1
+        if fault == "error":
+            status = (500, 502, 503)[stats.faults[fault] % 3]
+            self._reply(status, {"error": {"message": f"stub: injected {status}", "type": "server_error",
+                                           "param": None, "code": None}})
+            return True
+        if fault == "drop":
+            self._close()
+            return True
+        return False
+
+    def _prepare(self, fault: str, response: _Response) -> None:
+        """Faults that change how the response is produced."""
+        if fault == "cut":
+            response.cut_at = response.tokens // 2
+        elif fault == "slow":
+            response.start += self.server.faults.slow_ms / 1000
+        elif fault == "close":
+            response.close_after = True
+
+    def finish(self, data: bytes, close: bool = False) -> None:
         self.transport.write(data)
         self.server.trace.append(("out", _now_us()))
         self.response = None
         self.server.stats.completed += 1
+        if close:
+            self._close()
+            return
         self._next()
+
+    def cut(self, data: bytes) -> None:
+        """Faults: write `data` (part of a response), then close the connection mid-response."""
+        self.transport.write(data)
+        self.response = None  # not a client's cancellation
+        self._close()
+
+    def _close(self) -> None:
+        self.buffer.clear()  # requests pipelined behind this one are lost with the connection
+        self.transport.close()
 
     def _handle(self, method: str, path: str, body: bytes) -> None:
         server = self.server
@@ -200,7 +285,12 @@ class StubProtocol(asyncio.Protocol):
             server.trace.append(("in", _now_us()))
             server.stats.chat_requests += 1
             request = json.loads(body)
+            fault = server.faults.pick(server.stats.chat_requests) if server.faults else None
+            if fault is not None and self._inject(fault):
+                return
             self.response = _Response(self, request, server.timing)
+            if fault is not None:
+                self._prepare(fault, self.response)
             if request.get("stream"):
                 server.stats.streams += 1
                 self.response.start_stream()
@@ -228,8 +318,9 @@ class StubProtocol(asyncio.Protocol):
 
 
 class StubServer:
-    def __init__(self, timing: Timing) -> None:
+    def __init__(self, timing: Timing, faults: Faults | None = None) -> None:
         self.timing = timing
+        self.faults = faults or Faults()
         self.stats = Stats()
         self.trace: collections.deque[tuple[str, int]] = collections.deque(maxlen=10_000)
 
@@ -251,14 +342,24 @@ def main() -> None:
     parser.add_argument("--tpot-ms", type=float, default=1.0, help="time per output token (ms)")
     parser.add_argument("--tokens", type=int, default=32, help="output tokens per choice")
     parser.add_argument("--lifetime", type=float, default=1800.0, help="seconds after which the stub exits")
+    faults = parser.add_argument_group("faults", "every K-th chat request misbehaves (0: never)")
+    faults.add_argument("--error-every", type=int, default=0, metavar="K", help="answer with a 5xx error")
+    faults.add_argument("--drop-every", type=int, default=0, metavar="K", help="close the connection, no response")
+    faults.add_argument("--cut-every", type=int, default=0, metavar="K", help="close the connection mid-response")
+    faults.add_argument("--slow-every", type=int, default=0, metavar="K", help="start the response --slow-ms late")
+    faults.add_argument("--slow-ms", type=float, default=1000.0, help="the delay of a slow response (ms)")
+    faults.add_argument("--close-every", type=int, default=0, metavar="K",
+                        help="close the keep-alive connection after the response, unannounced")
     args = parser.parse_args()
     timing = Timing(args.ttft_ms / 1000, args.tpot_ms / 1000, args.tokens)
+    fault_plan = Faults(args.error_every, args.drop_every, args.cut_every, args.slow_every, args.slow_ms,
+                        args.close_every)
     try:
         import uvloop
         run = uvloop.run
     except ImportError:
         run = asyncio.run  # type: ignore[assignment]
-    run(StubServer(timing).serve(args.port, args.lifetime))
+    run(StubServer(timing, fault_plan).serve(args.port, args.lifetime))
 
 
 if __name__ == "__main__":
