@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration demo toy lint bench soak clean
+.PHONY: install test unit integration demo playground toy toy-ship lint bench soak clean
 
 install: $(STAMP)
 
@@ -26,14 +26,29 @@ test: install
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
+# The demo serves the toy AFT model the repository ships (checkpoints/toy): nothing to train.
 demo: install
 	$(BIN)/python -m scripts.demo
 
+# The demo, then its server stays up with the playground page until Ctrl-C (PORT=8000 to pick the port).
+playground: install
+	$(BIN)/python -m scripts.demo --serve $(if $(PORT),--port $(PORT))
+
 # The AFT recipe from scratch on this machine (training/toy.py), then `aft eval`:
-# rebuilds models/toy (the demo's model) and writes docs/toy/results.{json,md} and accuracy.png.
+# rebuilds models/toy and writes docs/toy/results.{json,md} and accuracy.png.
 toy: install
 	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --force \
 		--out models/toy --results docs/toy
+
+# models/toy (built by `make toy` if absent) becomes the shipped demo model, checkpoints/toy:
+# the export holds only what `aft serve` reads, a few MB, committed as plain files.
+toy-ship: models/toy/aft.json
+	rm -rf checkpoints/toy
+	mkdir -p checkpoints
+	cp -R models/toy checkpoints/toy
+
+models/toy/aft.json:
+	$(MAKE) toy
 
 # The benchmark suite (bench/README.md): the gateway on a stub upstream, side by side with
 # optillm, then the real engine on the CPU. About 10 minutes; `make bench QUICK=1` about 2.

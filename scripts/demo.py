@@ -1,17 +1,18 @@
 """`make demo`: serve the embedded default model with propose-and-aggregate on real vLLM and
 ask it one question over the OpenAI SDK, streaming: the proposals of every round, then the answer.
+With --serve (`make playground`) the server stays up, with its playground page, until Ctrl-C.
 
 The embedded default is the toy AFT model (training/toy.py): a tiny Llama trained from
-scratch on this machine to multiply 8-digit numbers by one digit, then aggregation fine-tuned
-on drafts (its own and slipped copies of the answer). It is built on first use (about twelve
-minutes on two CPU cores) and cached in models/toy; its drafts slip on a digit here and there,
-and the aggregation reads them digit by digit. Point --model at an AFT checkpoint on a GPU host for a real model.
+scratch to multiply 8-digit numbers by one digit, then aggregation fine-tuned on drafts (its
+own and slipped copies of the answer). The repository ships it in checkpoints/toy (`make toy`
+rebuilds it into models/toy, `make toy-ship` copies that over the shipped one); its drafts
+slip on a digit here and there, and the aggregation reads them digit by digit. Point --model
+at an AFT checkpoint on a GPU host for a real model.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,40 +21,40 @@ import openai
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 from serving.manifest import read_manifest
-from training.toy import run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = ROOT / "checkpoints" / "toy"
 
 
-def _toy_model(path: Path) -> Path:
-    if (path / "aft.json").is_file():
-        return path
-    print(f"building the toy AFT model into {path} (first use only; about twelve minutes on two cores) ...",
-          flush=True)
-    os.environ.update(CPU_ENGINE_ENV)  # the recipe drafts its training proposals on an in-process engine
-    return run_recipe(path)
+def serve_command(model: Path, port: int) -> list[str]:
+    """`aft serve` as the demo runs it: `model` on the in-process CPU engine, served as "aft"; the
+    checkpoint's aft.json gives the sampling defaults."""
+    return aft_serve_command(port, "--backend", "vllm", "--model", str(model), "--served-model-name", "aft",
+                             *CPU_ENGINE_FLAGS, "--max-tokens", "48", "--proposal-max-tokens", "48")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", help="checkpoint to serve (default: the embedded toy AFT model)")
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL,
+                        help="checkpoint to serve (default: the shipped toy AFT model, checkpoints/toy)")
     parser.add_argument("--question", default="What is 31415926 × 3?")
     parser.add_argument("--proposals", type=int, help="N (default: the checkpoint's aft.json, else the server's 5)")
     parser.add_argument("--rounds", type=int, help="rounds (default: the checkpoint's aft.json, else the server's 2)")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the server up after the answer, with its playground page, until Ctrl-C")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     args = parser.parse_args()
 
-    model = Path(args.model) if args.model else _toy_model(ROOT / "models" / "toy")
+    model: Path = args.model
     manifest = read_manifest(model) if model.is_dir() else None
     advice = manifest.recommended.as_dict() if manifest else {}
     proposals = args.proposals if args.proposals is not None else int(advice.get("proposals", 5))
     rounds = args.rounds if args.rounds is not None else int(advice.get("rounds", 2))
-    port = free_port()
+    port = args.port or free_port()
     log = ROOT / "models" / "demo-server.log"
     print(f"starting aft serve on 127.0.0.1:{port} with {model} (log: {log}) ...", flush=True)
     started = time.monotonic()
-    command = aft_serve_command(port, "--backend", "vllm", "--model", str(model), "--served-model-name", "aft",
-                                *CPU_ENGINE_FLAGS, "--max-tokens", "48", "--proposal-max-tokens", "48")
-    with running(command, f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV):
+    with running(serve_command(model, port), f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV) as server:
         print(f"ready in {time.monotonic() - started:.0f} s\n")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
         print(f"Q: {args.question}  (N={proposals}, rounds={rounds})\n")
@@ -79,7 +80,18 @@ def main() -> int:
             if chunk.usage:
                 print(f"\n\nusage: {chunk.usage.prompt_tokens} prompt + {chunk.usage.completion_tokens} "
                       f"completion tokens over {rounds + 1} engine requests")
-    return 0
+        if not args.serve:
+            print("\n`make playground` (or --serve) keeps the server up with its playground page, /playground")
+            return 0
+        print(f"\nplayground: http://127.0.0.1:{port}/playground  (API: http://127.0.0.1:{port}/v1; "
+              "Ctrl-C stops the server)", flush=True)
+        try:
+            server.wait()
+        except KeyboardInterrupt:  # how a person ends --serve; leaving the block stops the server
+            print("\nstopping the server ...", flush=True)
+            return 0
+        print(f"the server exited with {server.returncode}; log: {log}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
