@@ -100,7 +100,8 @@ def serve(settings: Settings) -> int:
     # before the server stops: uvicorn's own grace period only covers sending the last bytes.
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                                    loop="uvloop", http="httptools", access_log=log_level == "debug",
-                                   timeout_graceful_shutdown=10), app.state.lifecycle)
+                                   timeout_keep_alive=settings.keep_alive_timeout, timeout_graceful_shutdown=10),
+                    app.state.lifecycle)
     server.run()
     if not server.started:
         return 3

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(30.0, ge=0, description="On SIGTERM, seconds requests in flight get to finish (new ones get 503); then they end with an error.")
     stream_keepalive: float = Field(5.0, gt=0, description="Seconds between ': keep-alive' comments on a streamed answer (proxies cut silent connections).")
     body_read_timeout: float = Field(30.0, gt=0, description="Seconds a client may pause while sending its request body (408 past it).")
+    keep_alive_timeout: int = Field(5, ge=1, description="Seconds an idle keep-alive connection is kept open.")
 
     # Propose-and-aggregate defaults and bounds (reference config: N=5, rounds=2).
     default_proposals: int = Field(5, ge=1, description="N: proposals per round when the request does not say.")
