@@ -98,8 +98,9 @@ def test_a_dead_engine_fails_the_request_and_health_and_exits_non_zero(tiny_mode
         assert cores, [p.name() for p in psutil.Process(process.pid).children(recursive=True)]
         # Greedy decoding of the tiny model never meets its end token: a draft of 1500 tokens runs seconds.
         answer = pool.submit(client.post, "/v1/chat/completions", json={
-            "model": "aft", "messages": [{"role": "user", "content": "count"}], "max_tokens": 8,
-            "aft": {"proposals": 1, "rounds": 1, "proposal_temperature": 0, "proposal_max_tokens": 1500}})
+            "model": "aft", "messages": [{"role": "user", "content": "What is 17 + 25?"}], "max_tokens": 1500,
+            "temperature": 0, "aft": {"proposals": 1, "rounds": 1, "proposal_temperature": 0,
+                                      "proposal_max_tokens": 1500}})
         while _engine_requests_running(httpx.get(f"{base}/metrics", timeout=10).text) == 0:
             assert not answer.done(), answer.result().text
         for core in cores:
