@@ -4,24 +4,24 @@ admitted, renders the pipeline's events as SSE chunks, ends with `data: [DONE]` 
 the slot back, closes the pipeline (so the backend aborts what it still runs) and records the
 outcome.
 
-sse-starlette's EventSourceResponse does the HTTP side: a `: keep-alive` comment every few
-seconds (proxies cut connections that stay silent while drafts are written), and a client's
-disconnect cancels the stream at once, so the pipeline stops spending engine time.
+EventStream (app/sse.py) does the HTTP side: a `: keep-alive` comment after a few silent seconds
+(proxies cut connections that stay silent while drafts are written), and a client's disconnect
+cancels the stream at once, so the pipeline stops spending engine time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
 from app.errors import status_and_body
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.protocol import ErrorInfo, ErrorResponse
+from app.sse import EventStream
 from app.streaming import DONE, ChunkRenderer
 from serving.errors import AFTError
 from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone
@@ -31,17 +31,13 @@ logger = logging.getLogger(__name__)
 _INTERNAL_ERROR = ErrorResponse(error=ErrorInfo(message="internal server error", type="server_error"))
 
 
-def _keepalive() -> ServerSentEvent:
-    return ServerSentEvent(comment="keep-alive", sep="\n")
-
-
-class StreamedAnswer(EventSourceResponse):
+class StreamedAnswer(EventStream):
     """Create it once the request is admitted; from then on it owns the slot."""
 
     def __init__(self, events: AsyncGenerator[Event, None], renderer: ChunkRenderer, *, lifecycle: Lifecycle,
                  metrics: Metrics, proposals: int, rounds: int, include_usage: bool, include_proposals: bool,
                  keepalive: float) -> None:
-        super().__init__(self._pieces(), ping=keepalive, sep="\n", ping_message_factory=_keepalive)
+        super().__init__(self._pieces(), keepalive)
         self.events = events
         self.renderer = renderer
         self.lifecycle = lifecycle
@@ -59,7 +55,7 @@ class StreamedAnswer(EventSourceResponse):
             self.lifecycle.release()
             self.metrics.answered("true", self.status, time.perf_counter() - self.start)
 
-    async def _pieces(self) -> AsyncIterator[bytes]:
+    async def _pieces(self) -> AsyncGenerator[bytes, None]:
         renderer = self.renderer
         yield renderer.roles().encode()
         # The last answer's finish chunk, the usage chunk and [DONE] leave as one piece.

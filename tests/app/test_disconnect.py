@@ -57,8 +57,7 @@ async def test_a_stream_whose_client_left_before_the_response_began_gives_its_sl
         raise OSError("the connection is closed")
 
     client.on_send = gone
-    with pytest.raises(OSError):
-        await client.post()
+    await client.post()  # a write to a closed connection ends the stream quietly
     assert app.state.lifecycle.in_flight == 0
     assert backend.calls == []
 
