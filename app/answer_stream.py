@@ -57,11 +57,11 @@ class StreamedAnswer(EventStream):
 
     async def _pieces(self) -> AsyncGenerator[bytes, None]:
         renderer = self.renderer
-        yield renderer.roles().encode()
         # The last answer's finish chunk, the usage chunk and [DONE] leave as one piece.
         tail = ""
         try:
             async with self.lifecycle.deadline():
+                yield renderer.roles().encode()
                 first_token = True
                 async for event in self.events:
                     if isinstance(event, AnswerDelta):

@@ -43,20 +43,26 @@ class EventStream(Response):
         assert task is not None
         self._last_sent = asyncio.get_running_loop().time()
         watcher = asyncio.ensure_future(self._watch(receive, send, task))
+        cancelled = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for piece in self.pieces:
                 await self._send(send, piece)
             await self._send(send, b"", more_body=False)
         except asyncio.CancelledError:
-            if not self._client_left:
-                raise
-            task.uncancel()  # the cancellation was ours and ends here: nobody is listening
+            if self._client_left:
+                task.uncancel()  # the cancellation was ours and ends here: nobody is listening
+            else:
+                cancelled = True
         except OSError:
             pass  # the client went away mid-write: same as a disconnect
         finally:
             watcher.cancel()
             await self.pieces.aclose()  # a no-op when they ran to the end; otherwise their clean-up runs now
+        # A deadline of the pieces that expired while a write waited on a client that does not read
+        # is withdrawn by their clean-up: the stream just ends. Any other cancellation goes on.
+        if cancelled and task.cancelling():
+            raise asyncio.CancelledError
 
     async def _send(self, send: Send, body: bytes, more_body: bool = True) -> None:
         async with self._lock:

@@ -3,6 +3,7 @@ kept alive with SSE comments; every stream ends with `data: [DONE]` and gives it
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -68,3 +69,19 @@ async def test_a_stream_runs_to_done_and_gives_its_slot_back(app_factory: Any) -
     assert events[-1] == "data: [DONE]" and '"usage"' in events[-2]
     assert app.state.lifecycle.in_flight == 0
     assert 'aft_requests_total{status="200",stream="true"} 1.0' in app.state.metrics.render().decode()
+
+
+async def test_a_client_that_stops_reading_is_cut_at_the_deadline_without_an_error(
+        app_factory: Any, caplog: Any) -> None:
+    app = app_factory(request_timeout=0.05)
+    client = ASGIClient(app, chat_body(stream=True))
+    never = asyncio.Event()
+
+    async def stop_reading(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await never.wait()  # the connection's buffers are full: the write waits
+
+    client.on_send = stop_reading
+    await client.post()
+    assert app.state.lifecycle.in_flight == 0
+    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in app.state.metrics.render().decode()
