@@ -1,13 +1,19 @@
-"""Optional Bearer API keys. With none configured every request is let in."""
+"""Optional Bearer API keys. With none configured every request is let in.
+
+`Authorized` is a FastAPI security dependency, so the routes that take it carry the bearer
+scheme in the OpenAPI document."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import AuthenticationFailed
+
+_bearer = HTTPBearer(auto_error=False, description="One of the keys given with --api-key.")
 
 
 def _matches(token: str, keys: list[str]) -> bool:
@@ -19,16 +25,16 @@ def _matches(token: str, keys: list[str]) -> bool:
     return found
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request,
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
     """Raise AuthenticationFailed unless the request carries one of the configured keys."""
     keys: list[str] = request.app.state.settings.api_keys
     if not keys:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if credentials is None or not credentials.credentials:
         raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'",
                                    code="invalid_api_key")
-    if not _matches(token.strip(), keys):
+    if not _matches(credentials.credentials.strip(), keys):
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
 
 

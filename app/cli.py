@@ -46,19 +46,31 @@ def _configure_logging(settings: Settings) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Run the service until it is stopped; the process's exit code (0: stopped by a signal, drained;
+    1: the engine died, so an orchestrator restarts it; 3: it never started)."""
     import uvicorn
 
     from app.main import create_app
+    from app.server import Server
 
     _configure_logging(settings)
     log_level = settings.log_level.lower()
+    app = create_app(settings, freeze_heap=True)
     # loop/http "auto" already pick uvloop and httptools (uvicorn[standard]); named here so that a
     # missing one fails at start rather than silently costing CPU (bench/README.md: the profile).
     # One access-log line per request cost about 5% of the service's CPU under load and repeats what
-    # /metrics counts; it is written at --log-level debug.
-    uvicorn.run(create_app(settings, freeze_heap=True), host=settings.host, port=settings.port, log_level=log_level,
-                loop="uvloop", http="httptools", access_log=log_level == "debug", timeout_graceful_shutdown=30)
+    # /metrics counts; it is written at --log-level debug. The app drains itself (--shutdown-timeout)
+    # before the server stops: uvicorn's own grace period only covers sending the last bytes.
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+                                   loop="uvloop", http="httptools", access_log=log_level == "debug",
+                                   timeout_keep_alive=settings.keep_alive_timeout, timeout_graceful_shutdown=10),
+                    app.state.lifecycle)
+    server.run()
+    if not server.started:
+        return 3
+    exit_code: int = app.state.lifecycle.exit_code
+    return exit_code
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft serve") -> int:
@@ -74,5 +86,4 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft serve") -> int:
     except ManifestError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    serve(settings)
-    return 0
+    return serve(settings)

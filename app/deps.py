@@ -10,6 +10,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.chat import ChatService
+from app.errors import UnsupportedMediaType
+from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -24,5 +27,27 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_chat(request: Request) -> ChatService:
+    chat: ChatService = request.app.state.chat
+    return chat
+
+
+async def get_lifecycle(request: Request) -> Lifecycle:
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    return lifecycle
+
+
+async def require_json(request: Request) -> None:
+    """Refuse a body that is not declared JSON: a browser sends text/plain cross-site without asking first."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        sent = kind[:100] or "no content type"
+        raise UnsupportedMediaType(f"send the request body as application/json, not '{sent}'",
+                                   code="unsupported_media_type")
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]
+LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
+JSONBody = Annotated[None, Depends(require_json)]

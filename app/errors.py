@@ -8,6 +8,7 @@ Starlette's 404/405 are reshaped into the same body.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,7 +38,15 @@ class ModelNotFound(InvalidRequest):
     pass
 
 
-class RequestTooLarge(InvalidRequest):
+class RequestTimeout(AFTError):
+    """The request ran past --request-timeout."""
+
+
+class ShuttingDown(Overloaded):
+    """The server is draining: it takes no new requests and ends the ones past the shutdown timeout."""
+
+
+class UnsupportedMediaType(InvalidRequest):
     pass
 
 
@@ -45,11 +54,12 @@ class RequestTooLarge(InvalidRequest):
 _STATUS: dict[type[AFTError], tuple[int, str]] = {
     AuthenticationFailed: (401, "authentication_error"),
     ModelNotFound: (404, "invalid_request_error"),
-    RequestTooLarge: (413, "invalid_request_error"),
+    UnsupportedMediaType: (415, "invalid_request_error"),
     InvalidRequest: (400, "invalid_request_error"),
     Overloaded: (503, "server_error"),
     UpstreamRateLimited: (429, "rate_limit_error"),
     UpstreamTimeout: (504, "server_error"),
+    RequestTimeout: (504, "server_error"),
     UpstreamUnavailable: (502, "server_error"),
     BackendError: (502, "server_error"),
 }
@@ -62,7 +72,7 @@ def status_and_body(exc: AFTError) -> tuple[int, ErrorResponse]:
 
 
 def error_response(status: int, message: str, kind: str, *, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+                   code: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -81,31 +91,43 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return message, param
 
 
+def _refused(request: Request, response: JSONResponse) -> JSONResponse:
+    """Every error response leaves through here: the one place chat refusals are counted.
+    `stream` is known once the route has the body (it sets request.state.stream)."""
+    stream = getattr(request.state, "stream", None)
+    label = "unknown" if stream is None else "true" if stream else "false"
+    request.app.state.metrics.refused(request.url.path, response.status_code, label)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception the app can raise into the one error shape."""
 
     @app.exception_handler(AFTError)
     async def _domain(request: Request, exc: AFTError) -> JSONResponse:
         status, body = status_and_body(exc)
-        if isinstance(exc, AuthenticationFailed):  # the chat service counts its own refusals
-            request.app.state.metrics.refused(request.url.path, status)
+        if exc.detail:  # for the operator only: internal URLs, the cause
+            logger.warning("%s %s: %s (%s)", request.method, request.url.path, exc.message, exc.detail)
+        request.app.state.lifecycle.observe(exc)
         headers = {"Retry-After": "1"} if status in (429, 503) else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+        return _refused(request, JSONResponse(body.model_dump(), status_code=status, headers=headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(list(exc.errors()))
-        request.app.state.metrics.refused(request.url.path, 400)
-        return error_response(400, message, "invalid_request_error", param=param)
+        return _refused(request, error_response(400, message, "invalid_request_error", param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), kind)
+        code = getattr(exc, "code", None)
+        # exc.headers: 405's Allow, for one.
+        return _refused(request, error_response(exc.status_code, str(exc.detail), kind, code=code,
+                                                headers=exc.headers))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal server error", "server_error")
+        return _refused(request, error_response(500, "internal server error", "server_error"))

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from app.backend import build_backend
 from app.chat import ChatService
 from app.errors import install_error_handlers
-from app.limits import BodySizeLimit
+from app.lifecycle import Lifecycle
+from app.limits import BodyLimits
 from app.metrics import Metrics
-from app.routes import chat, health, models, playground
+from app.routes import chat, docs, health, models, playground
 from app.settings import Settings
 from serving.backends.base import Backend
 from serving.pipeline import Pipeline
@@ -31,6 +32,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     Not for processes that build many apps (tests): cyclic garbage frozen there is never freed."""
     backend = backend or build_backend(settings)
     metrics = Metrics()
+    lifecycle = Lifecycle(settings.max_concurrent_requests, settings.request_timeout, settings.shutdown_timeout)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,16 +44,21 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
         try:
             yield
         finally:
-            await backend.close()
+            try:
+                await backend.close()
+            except Exception as exc:  # a dead engine may fail to stop cleanly; the process ends anyway
+                logger.warning("the backend did not close cleanly: %s: %s", type(exc).__name__, exc)
 
-    app = FastAPI(title="AFT propose-and-aggregate service", version="0.1.0", lifespan=lifespan)
+    # The documents are routes of our own (app/routes/docs.py), behind the API key.
+    app = FastAPI(title="AFT propose-and-aggregate service", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.backend = backend
     app.state.metrics = metrics
-    app.state.chat = ChatService(settings, Pipeline(backend), metrics)
+    app.state.lifecycle = lifecycle
+    app.state.chat = ChatService(settings, Pipeline(backend), metrics, lifecycle)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
-                       on_refusal=lambda path: metrics.refused(path, 413))
-    for router in (chat.router, models.router, health.router, playground.router):
+    app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.body_read_timeout)
+    for router in (chat.router, models.router, health.router, docs.router, playground.router):
         app.include_router(router)
     return app

@@ -26,8 +26,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome (stream is "
-                                "'unknown' for requests refused before their body was read: 400, 401, 413).",
+        self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome (stream is 'unknown' "
+                                "for requests refused before the route had their body: 400, 401, 408, 413, 415).",
                                 ["stream", "status"], registry=r)
         self.in_flight = Gauge("aft_requests_in_flight", "Chat completion requests being served.", registry=r)
         self.latency = Histogram("aft_request_duration_seconds", "Time from request to last byte.",

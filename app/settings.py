@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys accepted (repeat the flag, or comma-separate AFT_API_KEYS). None: no auth.")
     max_request_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
     max_concurrent_requests: int = Field(256, gt=0, description="Chat requests served at once; more get 503 at once (no unbounded queue).")
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a chat request may take in all; past it: 504, or an error event ending a stream.")
+    shutdown_timeout: float = Field(30.0, ge=0, description="On SIGTERM, seconds requests in flight get to finish (new ones get 503); then they end with an error.")
+    stream_keepalive: float = Field(5.0, gt=0, description="Seconds between ': keep-alive' comments on a streamed answer (proxies cut silent connections).")
+    body_read_timeout: float = Field(30.0, gt=0, description="Seconds a client may pause while sending its request body (408 past it).")
+    keep_alive_timeout: int = Field(5, ge=1, description="Seconds an idle keep-alive connection is kept open.")
 
     # Propose-and-aggregate defaults and bounds (reference config: N=5, rounds=2).
     default_proposals: int = Field(5, ge=1, description="N: proposals per round when the request does not say.")

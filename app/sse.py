@@ -1,72 +1,85 @@
-"""A StreamingResponse that always watches for the client going away, and ends its body with
-the stream's last piece.
+"""A Server-Sent Events response on Starlette's public ASGI interface (a `Response` whose
+`__call__` sends the stream).
 
-Starlette stops listening for `http.disconnect` on ASGI 2.4 servers and relies on
-the next `send` failing instead. Propose-and-aggregate sends nothing while its
-drafts are generated, so a client that leaves then would keep the engine busy
-until the answer starts. Here the stream is cancelled the moment the client
-disconnects, and cancellation aborts the backend's requests.
+The stream runs in the request's own task; one watcher task beside it listens for the client
+and for silence: a disconnect cancels the stream at once (propose-and-aggregate sends nothing
+while drafts are written, so waiting for a failed write would leave the engine working for
+nobody), and after `keepalive` seconds without a byte sent it writes a `: keep-alive` comment
+(proxies cut connections that stay silent). The two tasks' writes are whole messages, one at
+a time (a lock).
 
-Starlette ends a streamed body with an empty message of its own, which the server writes
-as one more write (the chunked encoding's terminator) and the client wakes up once more for.
-Here the piece that ends the stream (`data: [DONE]`) carries the end of the body.
-
-And nothing is written to the client before the first engine request has left: the response
-head and the stream's first piece (the role chunks, ready before the pipeline starts) go out
-from a task of their own, which runs as soon as the stream first waits, on the engine. Those
-two writes (and the client's wakeups) then happen while the engine works, not before it starts.
+Why not sse-starlette's EventSourceResponse, which does the same: it runs every response as a task
+group of four tasks and wraps each message in a cancel scope, which measurably slowed every streamed
+answer (bench/README.md, "The plain chat route and the streamed-answer object").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.cancellation import ClientDisconnected, cancel_on_disconnect
-from app.streaming import DONE
+KEEPALIVE = b": keep-alive\n\n"
 
 
-class EventStreamResponse(StreamingResponse):
-    """Streams SSE text, piece by piece, as text/event-stream."""
-
+class EventStream(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, pieces: AsyncIterator[str], headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(pieces, headers=headers)
+    def __init__(self, pieces: AsyncGenerator[bytes, None], keepalive: float) -> None:
+        self.status_code = 200
+        self.background = None
         self.pieces = pieces
+        self.keepalive = keepalive
+        # Proxies (nginx) buffer responses unless told not to; SSE must flow token by token.
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._lock = asyncio.Lock()
+        self._last_sent = 0.0
+        self._client_left = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The stream runs in this task (no task group to start first); a disconnect cancels it.
-        # OSError: the client went away mid-send, same as a disconnect.
-        with contextlib.suppress(ClientDisconnected, OSError):
-            await cancel_on_disconnect(receive, self.stream_response(send))
-        if self.background is not None:
-            await self.background()
-
-    async def stream_response(self, send: Send) -> None:
-        first = await anext(self.pieces, "")
-        opening = asyncio.ensure_future(self._open(send, first))
+        task = asyncio.current_task()
+        assert task is not None
+        self._last_sent = asyncio.get_running_loop().time()
+        watcher = asyncio.ensure_future(self._watch(receive, send, task))
+        cancelled = False
         try:
-            end = ""
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for piece in self.pieces:
-                await opening  # long done by now (a finished future returns at once); never overtaken
-                if piece.endswith(DONE):
-                    end = piece
-                    continue  # sent once the stream has run to its end (its clean-up done), with the body's end
-                await send({"type": "http.response.body", "body": piece.encode(), "more_body": True})
-            await opening
-            await send({"type": "http.response.body", "body": end.encode(), "more_body": False})
+                await self._send(send, piece)
+            await self._send(send, b"", more_body=False)
+        except asyncio.CancelledError:
+            if self._client_left:
+                task.uncancel()  # the cancellation was ours and ends here: nobody is listening
+            else:
+                cancelled = True
+        except OSError:
+            pass  # the client went away mid-write: same as a disconnect
         finally:
-            if not opening.done():
-                opening.cancel()
-            elif not opening.cancelled():
-                opening.exception()  # raised above already, or moot: this stream was cancelled
+            watcher.cancel()
+            await self.pieces.aclose()  # a no-op when they ran to the end; otherwise their clean-up runs now
+        # A deadline of the pieces that expired while a write waited on a client that does not read
+        # is withdrawn by their clean-up: the stream just ends. Any other cancellation goes on.
+        if cancelled and task.cancelling():
+            raise asyncio.CancelledError
 
-    async def _open(self, send: Send, first: str) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if first:
-            await send({"type": "http.response.body", "body": first.encode(), "more_body": True})
+    async def _send(self, send: Send, body: bytes, more_body: bool = True) -> None:
+        async with self._lock:
+            await send({"type": "http.response.body", "body": body, "more_body": more_body})
+            self._last_sent = asyncio.get_running_loop().time()
+
+    async def _watch(self, receive: Receive, send: Send, stream: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(self._last_sent + self.keepalive):
+                    message = await receive()
+            except TimeoutError:
+                if loop.time() >= self._last_sent + self.keepalive:
+                    await self._send(send, KEEPALIVE)
+                continue
+            if message["type"] == "http.disconnect":
+                self._client_left = True
+                stream.cancel()
+                return

@@ -1,22 +1,26 @@
-"""GET /health (open, for load balancers) and GET /metrics (Prometheus)."""
+"""GET /health (open, for load balancers) and GET /metrics (Prometheus; behind the API key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.deps import MetricsDep
+from app.auth import Authorized
+from app.deps import LifecycleDep, MetricsDep
 from app.metrics import CONTENT_TYPE
+from app.routes.errors import documented
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-async def health(request: Request) -> dict[str, str]:
-    """200 when the backend can serve; a backend failure maps to 502 in the usual error shape."""
+@router.get("/health", responses=documented(502, 503))
+async def health(request: Request, lifecycle: LifecycleDep) -> dict[str, str]:
+    """200 when the service takes requests and the backend can serve; 503 while shutting down,
+    502 when the backend cannot serve."""
+    lifecycle.check()
     await request.app.state.backend.check_health()
     return {"status": "ok"}
 
 
-@router.get("/metrics")
-async def metrics(m: MetricsDep) -> Response:
+@router.get("/metrics", responses=documented(401))
+async def metrics(m: MetricsDep, _: Authorized) -> Response:
     return Response(m.render(), media_type=CONTENT_TYPE)

@@ -5,20 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.auth import Authorized
+from app.chat import shown
 from app.deps import SettingsDep
 from app.errors import ModelNotFound
 from app.protocol import ModelCard, ModelList
+from app.routes.errors import documented
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models")
+@router.get("/models", responses=documented(401))
 async def list_models(settings: SettingsDep, _: Authorized) -> ModelList:
     return ModelList(data=[ModelCard(id=settings.model_id)])
 
 
-@router.get("/models/{model_id:path}")
+@router.get("/models/{model_id:path}", responses=documented(401, 404))
 async def retrieve_model(model_id: str, settings: SettingsDep, _: Authorized) -> ModelCard:
     if model_id != settings.model_id:
-        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        raise ModelNotFound(f"The model '{shown(model_id)}' does not exist", param="model", code="model_not_found")
     return ModelCard(id=model_id)

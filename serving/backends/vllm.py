@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
-from serving.errors import AFTError, BackendError, ContextLengthExceeded, InvalidRequest, Overloaded
+from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 from serving.format import Message
 
 if TYPE_CHECKING:
@@ -104,6 +104,9 @@ def _map_error(exc: Exception) -> AFTError:
 
     if isinstance(exc, AFTError):
         return exc
+    if isinstance(exc, EngineDeadError):  # the engine core process is gone: only a restart helps
+        return EngineDead("the engine died; the service is restarting", code="engine_dead",
+                          detail=f"vLLM engine is dead: {exc}")
     if isinstance(exc, GracefulHTTPError):  # admission control (queue full): retry later
         return Overloaded(exc.message) if exc.http_status == 503 else BackendError(exc.message)
     # AsyncLLM.generate wraps unexpected exceptions, a plain ValueError from validation included.
@@ -113,8 +116,6 @@ def _map_error(exc: Exception) -> AFTError:
         if "maximum model length" in message:
             return ContextLengthExceeded(message)
         return InvalidRequest(message, param=getattr(cause, "parameter", None))
-    if isinstance(exc, EngineDeadError):
-        return BackendError(f"vLLM engine is dead: {exc}")
     return BackendError(f"vLLM engine failed: {type(exc).__name__}: {exc}")
 
 

@@ -14,6 +14,7 @@ from serving.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from tests.app.conftest import GatedBackend
 from tests.fakes import MODEL, ScriptedBackend, chat_body
 
 
@@ -79,17 +80,22 @@ async def test_unknown_route_is_404_in_the_same_shape(client: httpx.AsyncClient)
 
 @pytest.mark.parametrize(("error", "status", "kind"), [
     (ContextLengthExceeded("prompt has 5000 tokens; the model takes 4096"), 400, "invalid_request_error"),
-    (UpstreamUnavailable("upstream http://u/v1 answered 503"), 502, "server_error"),
-    (UpstreamTimeout("upstream timed out"), 504, "server_error"),
+    (UpstreamUnavailable("the proposer upstream answered 503", detail="http://10.0.0.7:8000/v1"), 502,
+     "server_error"),
+    (UpstreamTimeout("the aggregator upstream timed out", detail="http://10.0.0.8:8000/v1"), 504, "server_error"),
     (UpstreamRateLimited("upstream answered 429"), 429, "rate_limit_error"),
 ])
 async def test_backend_errors_map_to_statuses(client: httpx.AsyncClient, backend: ScriptedBackend,
                                               error: Exception, status: int, kind: str) -> None:
     backend.fail_on_call, backend.error = 1, error
-    response = await client.post("/v1/chat/completions", json=chat_body())
-    assert response.status_code == status
-    body = error_of(response)
-    assert body["type"] == kind and body["message"] == str(error)
+    for stream in (False, True):
+        response = await client.post("/v1/chat/completions", json=chat_body(stream=stream))
+        assert "10.0.0." not in response.text  # the internal detail is logged, never sent
+        if not stream:
+            assert response.status_code == status
+            body = error_of(response)
+            assert body["type"] == kind and body["message"] == str(error)
+        backend.calls.clear()
 
 
 async def test_body_over_limit_is_413(app_factory: Any) -> None:
@@ -107,15 +113,16 @@ async def test_body_over_limit_is_413(app_factory: Any) -> None:
         assert response.status_code == 413
 
 
-async def test_over_capacity_is_503_with_retry_after(app_factory: Any, backend: ScriptedBackend) -> None:
-    backend.delay = 0.2
+async def test_over_capacity_is_503_with_retry_after(app_factory: Any, backend: GatedBackend) -> None:
+    backend.held = True
     app = app_factory(max_concurrent_requests=1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         first = asyncio.create_task(c.post("/v1/chat/completions", json=chat_body()))
-        await asyncio.sleep(0.05)
+        await backend.called.wait()
         second = await c.post("/v1/chat/completions", json=chat_body())
         assert second.status_code == 503 and second.headers["retry-after"] == "1"
         assert error_of(second)["code"] == "overloaded"
+        backend.go.set()
         assert (await first).status_code == 200
         # The slot is released: the next request is served.
         assert (await c.post("/v1/chat/completions", json=chat_body())).status_code == 200
@@ -149,13 +156,13 @@ async def test_health_reports_a_broken_backend(client: httpx.AsyncClient, backen
     assert response.status_code == 502 and "refused" in error_of(response)["message"]
 
 
-async def test_refusals_are_counted_with_their_status(app_factory: Any, backend: ScriptedBackend) -> None:
-    backend.delay = 0.2
+async def test_refusals_are_counted_with_their_status(app_factory: Any, backend: GatedBackend) -> None:
+    backend.held = True
     app = app_factory(max_concurrent_requests=1, max_request_bytes=1000, api_keys=["sk-one"])
     key = {"authorization": "Bearer sk-one"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         busy = asyncio.create_task(c.post("/v1/chat/completions", json=chat_body(), headers=key))
-        await asyncio.sleep(0.05)
+        await backend.called.wait()
         refusals = [
             ({"json": chat_body()}, 401),
             ({"json": chat_body(messages=[{"role": "user", "content": "x" * 2000}])}, 413),
@@ -166,9 +173,10 @@ async def test_refusals_are_counted_with_their_status(app_factory: Any, backend:
         ]
         for kwargs, status in refusals:
             assert (await c.post("/v1/chat/completions", **kwargs)).status_code == status
+        backend.go.set()
         assert (await busy).status_code == 200
         assert (await c.get("/v1/nothing-here")).status_code == 404  # not a chat request: not counted
-        text = (await c.get("/metrics")).text
+        text = (await c.get("/metrics", headers=key)).text
     counted = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("aft_requests_total{")}
     assert counted == {

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from app import cli
+from app import cli, server
 from app.settings import Settings
 from tests.fakes import ScriptedBackend
 
@@ -27,13 +27,21 @@ async def test_the_startup_heap_is_frozen_once_the_backend_runs_when_asked(
         gc.unfreeze()
 
 
-def test_aft_serve_asks_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
-
+def test_aft_serve_asks_for_it_and_exits_with_the_lifecycles_code(monkeypatch: pytest.MonkeyPatch) -> None:
     import app.main
 
     built: list[dict[str, Any]] = []
-    monkeypatch.setattr(app.main, "create_app", lambda settings, **options: built.append(options))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
-    cli.serve(Settings(backend="openai", upstream_url="http://upstream.invalid/v1"))
+    real_create_app = app.main.create_app
+
+    def create_app(settings: Settings, **options: Any) -> FastAPI:
+        built.append(options)
+        return real_create_app(settings, backend=ScriptedBackend())
+
+    def run(self: server.Server) -> None:
+        self.started = True
+        self.lifecycle.exit_code = 1
+
+    monkeypatch.setattr(app.main, "create_app", create_app)
+    monkeypatch.setattr(server.Server, "run", run)
+    assert cli.serve(Settings(backend="openai", upstream_url="http://upstream.invalid/v1")) == 1
     assert built == [{"freeze_heap": True}]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
@@ -71,8 +70,6 @@ def test_valid_chat_requests_answer_or_fail_cleanly(case: schemathesis.Case) -> 
     case.call_and_validate(checks=[not_a_server_error, openai_shaped])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the schema documents only 200 (and 422 on /v1/models/{id}) while "
-                                       "the service answers 400, 404, 413...; 405 answers lack Allow")
 @schema.parametrize()
 @BOUNDED
 def test_every_status_documented_and_405_names_allow(case: schemathesis.Case) -> None:

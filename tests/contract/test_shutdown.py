@@ -23,8 +23,6 @@ REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: aft\r\ncontent-type: ap
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="issue 11: uvicorn closes accepted connections without a request on SIGTERM "
-                                       "and re-raises the signal (exit -15)")
 async def test_a_request_arriving_after_sigterm_on_an_accepted_connection_gets_a_response() -> None:
     logs = Path(tempfile.mkdtemp(prefix="aft-shutdown-"))
     stub_port, port = free_port(), free_port()

@@ -1,0 +1,95 @@
+"""A streamed answer as one object: it holds the request's admission slot from the moment it is
+admitted, renders the pipeline's events as SSE chunks, ends with `data: [DONE]` whatever happens
+(an error, the request's deadline, shutdown: one error event first), and in one `finally` gives
+the slot back, closes the pipeline (so the backend aborts what it still runs) and records the
+outcome.
+
+EventStream (app/sse.py) does the HTTP side: a `: keep-alive` comment after a few silent seconds
+(proxies cut connections that stay silent while drafts are written), and a client's disconnect
+cancels the stream at once, so the pipeline stops spending engine time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+
+from starlette.types import Receive, Scope, Send
+
+from app.errors import status_and_body
+from app.lifecycle import Lifecycle
+from app.metrics import Metrics
+from app.protocol import ErrorInfo, ErrorResponse
+from app.sse import EventStream
+from app.streaming import DONE, ChunkRenderer
+from serving.errors import AFTError
+from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone
+
+logger = logging.getLogger(__name__)
+
+_INTERNAL_ERROR = ErrorResponse(error=ErrorInfo(message="internal server error", type="server_error"))
+
+
+class StreamedAnswer(EventStream):
+    """Create it once the request is admitted; from then on it owns the slot."""
+
+    def __init__(self, events: AsyncGenerator[Event, None], renderer: ChunkRenderer, *, lifecycle: Lifecycle,
+                 metrics: Metrics, proposals: int, rounds: int, include_usage: bool, include_proposals: bool,
+                 keepalive: float) -> None:
+        super().__init__(self._pieces(), keepalive)
+        self.events = events
+        self.renderer = renderer
+        self.lifecycle = lifecycle
+        self.metrics = metrics
+        self.proposals, self.rounds = proposals, rounds
+        self.include_usage, self.include_proposals = include_usage, include_proposals
+        self.status = "disconnected"  # until the stream says otherwise
+        self.start = time.perf_counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.events.aclose()  # a no-op when they ended; otherwise the backend aborts its requests now
+            self.lifecycle.release()
+            self.metrics.answered("true", self.status, time.perf_counter() - self.start)
+
+    async def _pieces(self) -> AsyncGenerator[bytes, None]:
+        renderer = self.renderer
+        # The last answer's finish chunk, the usage chunk and [DONE] leave as one piece.
+        tail = ""
+        try:
+            async with self.lifecycle.deadline():
+                yield renderer.roles().encode()
+                first_token = True
+                async for event in self.events:
+                    if isinstance(event, AnswerDelta):
+                        if first_token:
+                            self.metrics.ttft.observe(time.perf_counter() - self.start)
+                            first_token = False
+                        yield renderer.token(event.index, event.text).encode()
+                    elif isinstance(event, AnswerDone):
+                        self.metrics.record_usage(event.usage_by_round, self.rounds)
+                        finish = renderer.answer_done(event)
+                        if len(renderer.answers) < renderer.n:  # other answers still run: news now
+                            yield finish.encode()
+                        else:
+                            tail = finish
+                    elif isinstance(event, LayerDone) and self.include_proposals:
+                        yield renderer.layer(event.index, event.layer).encode()
+            if self.include_usage:
+                tail += renderer.usage(self.proposals, self.rounds)
+            self.status = "200"
+        except AFTError as exc:
+            status, body = status_and_body(exc)
+            self.status = str(status)
+            logger.warning("request %s failed mid-stream: %s%s", renderer.head["id"], exc.message,
+                           f" ({exc.detail})" if exc.detail else "")
+            self.lifecycle.observe(exc)
+            tail += renderer.error(body)
+        except Exception:
+            self.status = "500"
+            logger.exception("request %s failed mid-stream", renderer.head["id"])
+            tail += renderer.error(_INTERNAL_ERROR)
+        yield (tail + DONE).encode()
