@@ -71,6 +71,7 @@ class StreamedAnswer(EventStream):
                         yield renderer.token(event.index, event.text).encode()
                     elif isinstance(event, AnswerDone):
                         self.metrics.record_usage(event.usage_by_round, self.rounds)
+                        self.metrics.record_budget(event.drafts_capped_to, event.drafts_trimmed)
                         finish = renderer.answer_done(event)
                         if len(renderer.answers) < renderer.n:  # other answers still run: news now
                             yield finish.encode()

@@ -80,14 +80,18 @@ class ChatService:
             self.metrics.answered("false", status, time.perf_counter() - start)
         for answer in answers:
             self.metrics.record_usage(answer.usage_by_round, params.rounds)
+            self.metrics.record_budget(answer.drafts_capped_to, answer.drafts_trimmed)
         return _completion(request, params, answers)
 
-    def stream(self, request: ChatCompletionRequest) -> StreamedAnswer:
-        """Check and admit now (so refusals are plain HTTP errors); the answer owns the slot from here."""
+    async def stream(self, request: ChatCompletionRequest) -> StreamedAnswer:
+        """Check, plan the drafts' context budget and admit now (so refusals are plain HTTP errors);
+        the answer owns the slot from here."""
         params = self._check(request)
+        messages = conversation(request)
+        budget = await self.pipeline.plan(messages, params)
         options = request.stream_options
         renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex}", request.model, int(time.time()), request.n)
-        events = self.pipeline.stream(conversation(request), params, n=request.n)
+        events = self.pipeline.stream(messages, params, n=request.n, budget=budget)
         self.lifecycle.admit()
         return StreamedAnswer(
             events, renderer, lifecycle=self.lifecycle, metrics=self.metrics,
@@ -110,7 +114,8 @@ def _completion(request: ChatCompletionRequest, params: PipelineParams, answers:
                                        completion_tokens=u.completion_tokens, total_tokens=u.total_tokens)
                             for i, u in enumerate(answer.usage_by_round)],
             layers=[AftLayer(round=layer.round, outputs=layer.outputs) for layer in answer.layers]
-            if include else None))
+            if include else None,
+            drafts_capped_to=answer.drafts_capped_to, drafts_trimmed=answer.drafts_trimmed))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, usage=usage, aft=info,

@@ -56,7 +56,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     app.state.backend = backend
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
-    app.state.chat = ChatService(settings, Pipeline(backend), metrics, lifecycle)
+    pipeline = Pipeline(backend, min_draft_tokens=settings.min_draft_tokens)
+    app.state.chat = ChatService(settings, pipeline, metrics, lifecycle)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.body_read_timeout)
     for router in (chat.router, models.router, health.router, docs.router, playground.router):

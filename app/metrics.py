@@ -39,6 +39,10 @@ class Metrics:
                               ["stage", "kind"], registry=r)
         self.backend_requests = Counter("aft_backend_requests", "Engine/upstream requests, by pipeline stage.",
                                         ["stage"], registry=r)
+        self.drafts_capped = Counter("aft_drafts_capped", "Answers whose drafts the context budget capped "
+                                     "below the max_tokens they asked for.", registry=r)
+        self.drafts_trimmed = Counter("aft_drafts_trimmed", "Drafts cut so that an aggregation prompt fits "
+                                      "the context.", registry=r)
         # Children of the labels every answer records, looked up once (labels() costs more than inc()).
         self._by_stage = {stage: (self.tokens.labels(stage, "prompt"), self.tokens.labels(stage, "completion"),
                                   self.backend_requests.labels(stage))
@@ -61,6 +65,13 @@ class Metrics:
             prompt.inc(usage.prompt_tokens)
             completion.inc(usage.completion_tokens)
             requests.inc(usage.requests)
+
+    def record_budget(self, capped_to: int | None, trimmed: int) -> None:
+        """Count an answer whose drafts the context budget capped, and the drafts it cut."""
+        if capped_to is not None:
+            self.drafts_capped.inc()
+        if trimmed:
+            self.drafts_trimmed.inc(trimmed)
 
     def render(self) -> bytes:
         # The process-wide registry carries the process collectors (RSS, CPU, open fds) and,

@@ -114,6 +114,8 @@ class AftAnswer(BaseModel):
     index: int
     usage_by_round: list[RoundUsage]
     layers: list[AftLayer] | None = None
+    drafts_capped_to: int | None = Field(None, description="Drafts' max_tokens when the context budget lowered it.")
+    drafts_trimmed: int = Field(0, description="Drafts cut so that an aggregation prompt fits the context.")
 
 
 class AftInfo(BaseModel):

@@ -64,7 +64,11 @@ class ChunkRenderer:
 
     def answer_done(self, event: AnswerDone) -> str:
         self.total.add(event.usage)
-        self.answers.append({"index": event.index, "usage_by_round": rounds_usage(event.usage_by_round)})
+        answer: dict[str, Any] = {"index": event.index, "usage_by_round": rounds_usage(event.usage_by_round),
+                                  "drafts_trimmed": event.drafts_trimmed}
+        if event.drafts_capped_to is not None:
+            answer["drafts_capped_to"] = event.drafts_capped_to
+        self.answers.append(answer)
         return self._chunk([self._choice(event.index, {}, event.finish_reason)])
 
     def layer(self, index: int, layer: Layer) -> str:

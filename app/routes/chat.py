@@ -21,7 +21,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
                                  _: Authorized, __: JSONBody) -> Response:
     request.state.stream = body.stream  # errors from here on are counted by kind
     if body.stream:
-        return chat.stream(body)
+        return await chat.stream(body)
     try:
         completion = await cancel_on_disconnect(request.receive, chat.complete(body))
     except ClientDisconnected:

@@ -126,3 +126,30 @@ async def test_openapi_documents_the_chat_request_and_response(client: httpx.Asy
     assert "proposals" in spec["components"]["schemas"]["AftOptions"]["properties"]
     assert "ChatCompletion" in json.dumps(operation["responses"]["200"])
     assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+async def test_context_budget_in_aft_and_metrics(client: httpx.AsyncClient, backend: ScriptedBackend) -> None:
+    backend.context_length = 2048  # a token per word
+    body = chat_body(max_tokens=16, aft={"proposals": 3, "rounds": 2})
+    answer = (await client.post("/v1/chat/completions", json=body)).json()["aft"]["answers"][0]
+    assert answer["drafts_capped_to"] == backend.calls[0].sampling.max_tokens < 2048
+    assert answer["drafts_trimmed"] == 0
+    async with client.stream("POST", "/v1/chat/completions",
+                             json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+    assert json.loads(lines[-1][6:])["aft"]["answers"][0]["drafts_capped_to"] == answer["drafts_capped_to"]
+    assert "aft_drafts_capped_total 2.0" in (await client.get("/metrics")).text
+
+
+async def test_no_room_for_drafts_is_a_400_streamed_or_not(client: httpx.AsyncClient,
+                                                          backend: ScriptedBackend) -> None:
+    backend.context_length = 2048
+    long = chat_body(messages=[{"role": "user", "content": "seven " * 2000}], aft={"rounds": 1})
+    for stream in (False, True):
+        response = await client.post("/v1/chat/completions", json={**long, "stream": stream})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert backend.calls == []
+    text = (await client.get("/metrics")).text
+    assert 'aft_requests_total{status="400",stream="true"} 1.0' in text
+    assert "aft_requests_in_flight 0.0" in text
