@@ -114,7 +114,7 @@ async def test_upstream_refusals_map_to_domain_errors(backend: OpenAIBackend, vl
     wrong_model = OpenAIBackend(Upstream(vllm_server, "no-such-model"))
     await wrong_model.start()
     try:
-        with pytest.raises(UpstreamUnavailable, match=r"answered 404.*misconfigured"):
+        with pytest.raises(UpstreamUnavailable, match=r"\(404\).*misconfigured"):
             await wrong_model.generate("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=4), n=1)
     finally:
         await wrong_model.close()
