@@ -34,5 +34,7 @@ def build_backend(settings: Settings) -> Backend:
         settings.aggregator_upstream_api_key or settings.upstream_api_key,
     )
     upstream: Backend = OpenAIBackend(proposer, aggregator, timeout=settings.upstream_timeout,
+                                      connect_timeout=settings.upstream_connect_timeout,
+                                      retries=settings.upstream_retries, tokenizer=settings.tokenizer,
                                       max_connections=max(64, 4 * settings.max_concurrent_requests))
     return upstream

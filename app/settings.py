@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     aggregator_upstream_url: str | None = Field(None, description="openai backend: base URL of the aggregator upstream (default: --upstream-url).")
     aggregator_model: str | None = Field(None, description="openai backend: aggregator model name upstream (default: --model).")
     aggregator_upstream_api_key: str | None = Field(None, description="openai backend: API key for the aggregator upstream (default: --upstream-api-key).")
-    upstream_timeout: float = Field(600.0, gt=0, description="openai backend: seconds one upstream call may take.")
+    upstream_timeout: float = Field(120.0, gt=0, description="openai backend: seconds to wait for an upstream's next bytes (a non-streamed answer is one wait; a stream waits per chunk).")
+    upstream_connect_timeout: float = Field(5.0, gt=0, description="openai backend: seconds to connect to an upstream; also the limit of a health check.")
+    upstream_retries: int = Field(2, ge=0, description="openai backend: retries, with back-off, of an upstream call that could not connect or got 502/503 (only before anything was streamed).")
+    tokenizer: str | None = Field(None, description="openai backend: local tokenizer (path or hub id) that counts prompts for the context budget (default: the upstream's vLLM /tokenize).")
 
     # HTTP.
     host: str = Field("127.0.0.1", description="Address to listen on.")

@@ -1,54 +1,49 @@
 """A backend over OpenAI-compatible Chat Completions upstreams (typically `vllm serve`).
 
-One connection pool per kind of upstream serves both roles, which may go to different
-deployments: plain-HTTP upstreams share a lean HTTP/1.1 client (serving/backends/http1.py),
-https or proxied ones an httpx transport, to which httpx.Request objects go straight
-(injectable: tests pass httpx.MockTransport). n samples are ONE upstream call
-with `n`, so they share the prompt's KV cache.
+Both roles, which may go to different deployments, share one upstream client
+(serving/backends/upstream_client.py: the pool, retries, timeouts and error rules).
+n samples are ONE upstream call with `n`, so they share the prompt's KV cache.
 Closing a stream or cancelling a call closes its upstream connection: vLLM aborts.
-`timeout` bounds each wait on the upstream (a whole non-streamed call; the gap
-between two chunks of a stream); `connect_timeout` bounds connecting and health checks.
 An upstream without a configured model name is asked for it (GET /models) at start and, while it
 is down, again by each request and health check: the service starts before its upstream does.
 max_tokens is a cap, as in the vllm backend: one that does not fit the upstream's context is dropped
 (the upstream then generates what fits) rather than refused.
+Prompts are counted (for the context budget) by a local tokenizer when one is configured, else by
+vLLM's /tokenize endpoint; an upstream that offers neither counts nothing (prompt_size is None).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import urllib.request
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import orjson
+from yarl import URL
 
 from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
-from serving.backends.http1 import HTTP1Response, HTTP1Transport
-from serving.errors import (
-    BackendError,
-    ContextLengthExceeded,
-    InvalidRequest,
-    UpstreamRateLimited,
-    UpstreamTimeout,
-    UpstreamUnavailable,
+from serving.backends.openai_errors import raise_status, stream_error
+from serving.backends.tokenizer import LocalTokenizer
+from serving.backends.upstream_client import (
+    Method,
+    RetryKind,
+    UpstreamClient,
+    Where,
+    proxy_for,
+    read_error_body,
+    transport_error,
 )
+from serving.errors import BackendError, ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
 
+_T = TypeVar("_T")
 _STREAM_OPTIONS = {"include_usage": True}
-_CONTEXT_MARKERS = ("context length", "maximum model length", "max_model_len")
-# vLLM's server (uvicorn) drops idle connections after 5 s; reusing one it is closing would fail a request.
-_KEEPALIVE_EXPIRY = 4.0
-_MAX_ERROR_TEXT = 500
-
-# What both kinds of transport answer with; the backend uses only what the two have in common
-# (status_code, reason_phrase, aread, content, json, text, aiter_bytes, aclose).
-UpstreamResponse = HTTP1Response | httpx.Response
-Transport = HTTP1Transport | httpx.AsyncBaseTransport
+# What a server without vLLM's /tokenize answers there.
+_NO_TOKENIZE = (404, 405, 501)
 
 logger = logging.getLogger(__name__)
 
@@ -67,62 +62,19 @@ class Upstream:
 class _Target:
     """An upstream resolved at start(): everything a request needs, computed once."""
 
-    label: str  # base URL without credentials, for messages
-    chat_url: httpx.URL
-    models_url: httpx.URL
+    where: Where
+    chat_url: URL
+    models_url: URL
+    tokenize_url: URL
+    """vLLM serves /tokenize at the server's root, beside /v1."""
     model: str  # "" until discovered
-    headers: list[tuple[bytes, bytes]]
-    api_key: str | None
-    transport: Transport
+    headers: dict[str, str]
     max_model_len: int | None = None
     """The context the upstream declares in its /models entry (vLLM does), when it was asked."""
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
-    # What httpx's json= sends (compact, UTF-8), without going through its client.
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _error_fields(body: Any) -> tuple[str | None, str | None]:
-    """Message and param of an error body: OpenAI's {"error": {...}} or vLLM's older {"message": ...}."""
-    error = (body.get("error") or body) if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        param = error.get("param")
-        return error["message"], param if isinstance(param, str) else None
-    return (error, None) if isinstance(error, str) else (None, None)
-
-
-def _redact(text: str, target: _Target) -> str:
-    return text.replace(target.api_key, "***") if target.api_key else text
-
-
-def _raise_status(target: _Target, response: UpstreamResponse) -> NoReturn:
-    """Map an upstream error response to the domain error that says whose fault it is."""
-    status = response.status_code
-    try:
-        message, param = _error_fields(response.json())
-    except ValueError:
-        message, param = None, None
-    message = _redact(message or response.text[:_MAX_ERROR_TEXT] or response.reason_phrase, target)
-    if status in (400, 422):
-        # The client's request was refused; pass the upstream's words on as they are (no internal URL).
-        if any(marker in message.lower() for marker in _CONTEXT_MARKERS):
-            raise ContextLengthExceeded(message, param="max_tokens" if param == "max_tokens" else "messages")
-        raise InvalidRequest(message, param=param.removeprefix("body.") if param else None)
-    where = f"upstream {target.label} answered {status}: {message}"
-    if status == 429:
-        raise UpstreamRateLimited(where)
-    if status in (401, 403, 404):
-        raise UpstreamUnavailable(
-            f"{where} (the service's upstream URL, model or API key is misconfigured; not the client's fault)")
-    raise UpstreamUnavailable(where)
-
-
-def _transport_error(target: _Target, exc: httpx.TransportError) -> BackendError:
-    detail = _redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, target)
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"upstream {target.label} timed out ({detail})")
-    return UpstreamUnavailable(f"upstream {target.label} could not be reached ({detail})")
+    return orjson.dumps(body)
 
 
 def _usage(data: Any) -> Usage:
@@ -131,142 +83,117 @@ def _usage(data: Any) -> Usage:
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
 
 
-async def _read_and_close(response: UpstreamResponse) -> None:
-    try:
-        await response.aread()
-    finally:
-        await response.aclose()
+def _context(entry: Any) -> int | None:
+    context = entry.get("max_model_len") if isinstance(entry, dict) else None
+    return context if isinstance(context, int) and context > 0 else None
 
 
-def _env_proxy(url: httpx.URL) -> str | None:
-    """The proxy the environment (HTTP_PROXY, NO_PROXY, ...) names for `url`, as httpx would use it."""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    return proxy if proxy and not urllib.request.proxy_bypass(url.host) else None
+def _target_of(upstream: Upstream) -> _Target:
+    url = URL(upstream.base_url.rstrip("/"))
+    base = url.with_user(None).with_password(None) if url.user or url.password else url  # no secrets in labels
+    proxy, proxy_auth = proxy_for(url)
+    headers = {"Content-Type": "application/json"}
+    if upstream.api_key:
+        headers["Authorization"] = f"Bearer {upstream.api_key}"
+    root = URL(str(url).removesuffix("/v1"))
+    return _Target(Where(str(base), upstream.api_key, proxy, proxy_auth), URL(f"{url}/chat/completions"),
+                   URL(f"{url}/models"), URL(f"{root}/tokenize"), upstream.model or "", headers)
 
 
 class OpenAIBackend:
-    """The Backend protocol over one or two OpenAI-compatible upstreams."""
+    """The Backend protocol over one or two OpenAI-compatible upstreams.
 
-    def __init__(self, proposer: Upstream, aggregator: Upstream | None = None, *, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, max_connections: int = 1024,
-                 transport: Transport | None = None) -> None:
+    `timeout` bounds each wait for an upstream's bytes (a whole non-streamed answer; the gap between
+    two chunks of a stream), `connect_timeout` connecting and health checks; `retries` bounds the
+    back-off retries of each call (see UpstreamClient). `tokenizer` names a local tokenizer that
+    counts prompts instead of the upstream's /tokenize."""
+
+    def __init__(self, proposer: Upstream, aggregator: Upstream | None = None, *, timeout: float = 120.0,
+                 connect_timeout: float = 5.0, max_connections: int = 1024, retries: int = 2,
+                 tokenizer: str | None = None) -> None:
         self._upstreams: dict[Role, Upstream] = {"proposer": proposer, "aggregator": aggregator or proposer}
-        # httpx's per-request timeout extension: what AsyncClient(timeout=Timeout(timeout, connect=...)) sends.
-        self._timeouts = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._health_timeouts = dict.fromkeys(("connect", "read", "write", "pool"), connect_timeout)
-        self._max_connections = max_connections
-        self._injected = transport
-        self._transports: dict[str, Transport] = {}
+        self._client = UpstreamClient(timeout=timeout, connect_timeout=connect_timeout,
+                                      max_connections=max_connections, retries=retries)
+        self._tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self._targets: dict[Role, _Target] = {}
         self._discovery = asyncio.Lock()
         self._discovered: dict[tuple[str, str | None], _Target] = {}
+        self._contexts: dict[tuple[str, str], int | None] = {}
+        self._cannot_count: set[str] = set()
         self._started = False
 
+    @property
+    def retried(self) -> Counter[RetryKind]:
+        """Upstream calls sent again, by why (see UpstreamClient.retried)."""
+        return self._client.retried
+
     async def start(self) -> None:
-        """Open the connection pools and discover the model of each upstream that does not name one.
+        """Open the connection pool, load the local tokenizer, and discover the model of each upstream
+        that does not name one.
 
         An upstream that cannot be asked now does not stop the start: requests and health checks
         ask again (and fail with UpstreamUnavailable until it answers)."""
         if self._started:
             return
+        if self._tokenizer is not None:
+            await self._tokenizer.load()
+        await self._client.start()
         self._started = True
-        targets = {upstream: self._target_of(upstream) for upstream in set(self._upstreams.values())}
+        targets = {upstream: _target_of(upstream) for upstream in set(self._upstreams.values())}
         self._targets = {role: targets[upstream] for role, upstream in self._upstreams.items()}
         for target in targets.values():
             if not target.model:
                 try:
                     await self._discover(target)
                 except UpstreamUnavailable as exc:
-                    logger.warning("%s; every request asks again until it answers", exc.message)
+                    logger.warning("%s (%s); every request asks again until it answers", exc.message, exc.detail)
 
     async def close(self) -> None:
-        """Close the pools; requests still in flight fail and their upstream connections close."""
-        transports = [*self._transports.values(), *([self._injected] if self._injected is not None else [])]
+        """Close the pool; requests still in flight fail and their upstream connections close."""
         self._started = False
         self._targets = {}
         self._discovered = {}
-        self._transports = {}
-        for transport in transports:
-            await transport.aclose()
-
-    def _transport_for(self, url: httpx.URL) -> Transport:
-        """Plain-HTTP upstreams (the usual vLLM deployment) get the lean HTTP/1.1 client; https and
-        proxied ones httpx's own transport. Requests go straight to the transport: httpx's client layer
-        (URL and header merging, cookies, auth and redirect hooks) cost as much CPU as the transport
-        itself and does nothing for a fixed upstream (bench/README.md)."""
-        if self._injected is not None:
-            return self._injected
-        proxy = _env_proxy(url)
-        key = f"{url.scheme} via {proxy}" if proxy else url.scheme
-        if key not in self._transports:
-            if key == "http":
-                self._transports[key] = HTTP1Transport(max_connections=self._max_connections,
-                                                       keepalive_expiry=_KEEPALIVE_EXPIRY)
-            else:
-                limits = httpx.Limits(max_connections=self._max_connections,
-                                      max_keepalive_connections=self._max_connections,
-                                      keepalive_expiry=_KEEPALIVE_EXPIRY)
-                self._transports[key] = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
-        return self._transports[key]
-
-    def _target_of(self, upstream: Upstream) -> _Target:
-        base = upstream.base_url.rstrip("/")
-        url = httpx.URL(base)  # credentials in the URL stay out of messages
-        label = str(url.copy_with(username=None, password=None)) if url.userinfo else base
-        headers = [(b"content-type", b"application/json")]
-        if upstream.api_key:
-            headers.append((b"authorization", f"Bearer {upstream.api_key}".encode()))
-        return _Target(label, httpx.URL(base + "/chat/completions"), httpx.URL(base + "/models"),
-                       upstream.model or "", headers, upstream.api_key, self._transport_for(url))
+        await self._client.close()
 
     async def _discover(self, target: _Target) -> _Target:
         """Ask `target` for its first model (and the context it declares); every role it serves gets it."""
-        key = (str(target.models_url), target.api_key)
+        key = (str(target.models_url), target.where.secret)
         async with self._discovery:
             if key not in self._discovered:  # else found while this call waited
                 try:
-                    entry = (await self._get_models(target))["data"][0]
-                    model = entry["id"]
+                    entry = orjson.loads(await self._read(target, "GET", target.models_url, quick=True))["data"][0]
+                    model = str(entry["id"])
                 except (BackendError, ValueError, LookupError, TypeError) as exc:
-                    detail = exc.message if isinstance(exc, BackendError) else f"unexpected /models answer ({exc!r})"
-                    raise UpstreamUnavailable(f"could not discover the model served at {target.label}: {detail}; "
-                                              "configure the model name explicitly") from exc
-                context = entry.get("max_model_len")
-                if not (isinstance(context, int) and context > 0):
-                    context = None
-                self._discovered[key] = replace(target, model=str(model), max_model_len=context)
+                    detail = ((exc.detail or exc.message) if isinstance(exc, BackendError)
+                              else f"unexpected /models answer ({exc!r})")
+                    raise UpstreamUnavailable(
+                        "could not discover the upstream's model; configure the model name explicitly",
+                        detail=f"upstream {target.where.label}: {detail}") from exc
+                self._discovered[key] = replace(target, model=model, max_model_len=_context(entry))
                 self._targets = {role: self._discovered[key] if t is target else t
                                  for role, t in self._targets.items()}
-            return self._discovered[key]
+        return self._discovered[key]
 
-    async def _send(self, target: _Target, url: httpx.URL, body: bytes | None = None,
-                    timeouts: dict[str, float] | None = None) -> UpstreamResponse:
-        """POST `body` (GET without one); the response's body is not read yet: close it."""
-        method = "POST" if body is not None else "GET"
-        timeouts = timeouts or self._timeouts
-        if isinstance(target.transport, HTTP1Transport):
-            return await target.transport.send(method, url, target.headers, body, timeouts)
-        request = httpx.Request(method, url, headers=target.headers, content=body, extensions={"timeout": timeouts})
-        response = await target.transport.handle_async_request(request)
-        response.request = request
-        return response
-
-    async def _read(self, target: _Target, url: httpx.URL, body: bytes | None = None,
-                    timeouts: dict[str, float] | None = None) -> UpstreamResponse:
-        """One whole exchange; transport errors become domain errors, error statuses too."""
+    async def _read(self, target: _Target, method: Method, url: URL, body: bytes | None = None, *,
+                    quick: bool = False) -> bytes:
+        """One whole exchange's 200 body; anything else raises its domain error. `quick`: health
+        checks and discovery (short timeout, no back-off retries)."""
         self._require_started()
-        try:
-            response = await self._send(target, url, body, timeouts)
-            await _read_and_close(response)
-        except httpx.TransportError as exc:
-            raise _transport_error(target, exc) from exc
-        if response.status_code != 200:
-            _raise_status(target, response)
-        return response
+        response = await self._client.open(method, url, target.headers, body, target.where,
+                                           timeout=self._client.quick_timeout if quick else None, retry=not quick)
+        return await self._read_body(target, response)
 
-    async def _get_models(self, target: _Target) -> Any:
-        return (await self._read(target, target.models_url, timeouts=self._health_timeouts)).json()
+    async def _read_body(self, target: _Target, response: aiohttp.ClientResponse) -> bytes:
+        """The body of a 200 response; any other status raises its domain error. The response is released
+        (its connection closed when the body was not read to its end, e.g. on cancellation)."""
+        if response.status != 200:
+            raise_status(target.where, response.status, response.reason, await read_error_body(response))
+        try:
+            return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise transport_error(exc, target.where) from exc
+        finally:
+            response.release()
 
     def _require_started(self) -> None:
         if not self._started:
@@ -303,40 +230,39 @@ class OpenAIBackend:
                        n: int) -> Generation:
         """Sample `n` completions in ONE upstream request; usage is the upstream's (0 tokens if it omits it)."""
         target = await self._target(role)
-        response = await self._within_context(target, sampling, lambda s: self._read(
-            target, target.chat_url, self._body(target, messages, s, n)))
+        content = await self._within_context(target, sampling, lambda s: self._read(
+            target, "POST", target.chat_url, self._body(target, messages, s, n)))
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
             completions = [Completion(c["message"].get("content") or "", c.get("finish_reason")) for c in choices]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise UpstreamUnavailable(f"upstream {target.label} sent an unreadable completion ({exc!r})") from exc
+            raise UpstreamUnavailable("the upstream model server sent an unreadable completion",
+                                      detail=f"upstream {target.where.label}: {exc!r}") from exc
         if len(completions) != n:
-            raise UpstreamUnavailable(f"upstream {target.label} returned {len(completions)} choices for n={n} "
-                                      "(does it support n?)")
+            raise UpstreamUnavailable(f"the upstream model server returned {len(completions)} choices for n={n}",
+                                      detail=f"upstream {target.where.label} (does it support n?)")
         return Generation(completions, _usage(data.get("usage")))
 
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Yield each content delta as it arrives, then one empty delta with finish_reason and usage."""
         target = await self._target(role)
-        response = await self._within_context(target, sampling, lambda s: self._post_stream(
+        response = await self._within_context(target, sampling, lambda s: self._open_stream(
             target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
-        done = False
+        done = ended = False
         # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
         # and with it the connection: vLLM sees the disconnect and aborts the request.
         try:
-            # SSE lines by hand (LF or CRLF; vLLM sends LF): httpx's aiter_lines decodes text and splits in
-            # Python per line, twice the cost for what is one split per network read here.
-            # The deltas of one network read go on as ONE delta: one token per read when the service keeps
-            # up (nothing changes), fewer, larger pieces when it falls behind under load, so that every
-            # layer above (pipeline events, SSE chunks, socket writes) does less work exactly when CPU is
-            # short. vLLM's own engine merges outputs for a lagging consumer the same way.
+            # SSE lines split once per network read (LF or CRLF; vLLM sends LF). The deltas of one read go on
+            # as ONE delta: one token per read when the service keeps up, fewer, larger pieces when it falls
+            # behind under load, so that every layer above does less work exactly when CPU is short (vLLM's
+            # own engine merges outputs for a lagging consumer the same way).
             # Read to the end even after [DONE], so the connection goes back to the pool.
             rest = b""
-            async for data in response.aiter_bytes():
+            async for data in response.content.iter_any():
                 lines = (rest + data if rest else data).split(b"\n")
                 rest = lines.pop()
                 pieces: list[str] = []
@@ -347,13 +273,11 @@ class OpenAIBackend:
                     if payload == b"[DONE]":
                         done = True
                         continue
-                    chunk = orjson.loads(payload)  # a quarter of json.loads' time, once per token
+                    chunk = orjson.loads(payload)
                     if "error" in chunk:
                         if pieces:
                             yield StreamDelta("".join(pieces))
-                        raw = payload[:_MAX_ERROR_TEXT].decode(errors="replace")
-                        message = _redact(_error_fields(chunk)[0] or raw, target)
-                        raise UpstreamUnavailable(f"upstream {target.label} failed mid-stream: {message}")
+                        raise stream_error(target.where, chunk, payload)
                     choices = chunk.get("choices")
                     if choices:
                         choice = choices[0]
@@ -367,20 +291,26 @@ class OpenAIBackend:
                         usage = _usage(chunk["usage"])
                 if pieces:
                     yield StreamDelta(pieces[0] if len(pieces) == 1 else "".join(pieces))
+            ended = True
             if rest.startswith(b"data:") and rest[5:].strip() == b"[DONE]":
                 done = True  # the last line came without its line end
-        except httpx.TransportError as exc:
-            raise _transport_error(target, exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise transport_error(exc, target.where) from exc
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            raise UpstreamUnavailable(f"upstream {target.label} sent an unreadable stream chunk ({exc!r})") from exc
+            raise UpstreamUnavailable("the upstream model server sent an unreadable stream",
+                                      detail=f"upstream {target.where.label}: {exc!r}") from exc
         finally:
-            await response.aclose()
+            if ended:
+                response.release()
+            else:
+                response.close()
         if not done and finish_reason is None:
-            raise UpstreamUnavailable(f"upstream {target.label} ended the stream before it finished")
+            raise UpstreamUnavailable("the upstream model server ended the stream before it finished",
+                                      detail=f"upstream {target.where.label}")
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
     async def _within_context(self, target: _Target, sampling: Sampling,
-                              call: Callable[[Sampling], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
+                              call: Callable[[Sampling], Awaitable[_T]]) -> _T:
         """`call(sampling)`; when the prompt fits but prompt + max_tokens does not, `call` again without
         max_tokens, so the upstream generates what fits (a cap, not a demand)."""
         try:
@@ -390,16 +320,13 @@ class OpenAIBackend:
                 raise
             return await call(replace(sampling, max_tokens=None))
 
-    async def _post_stream(self, target: _Target, body: bytes) -> UpstreamResponse:
+    async def _open_stream(self, target: _Target, body: bytes) -> aiohttp.ClientResponse:
         """The 200 response of a streamed request, body unread."""
-        try:
-            response = await self._send(target, target.chat_url, body)
-            if response.status_code == 200:
-                return response
-            await _read_and_close(response)
-        except httpx.TransportError as exc:
-            raise _transport_error(target, exc) from exc
-        _raise_status(target, response)
+        self._require_started()
+        response = await self._client.open("POST", target.chat_url, target.headers, body, target.where)
+        if response.status != 200:
+            raise_status(target.where, response.status, response.reason, await read_error_body(response))
+        return response
 
     @staticmethod
     def _capped(target: _Target, sampling: Sampling) -> bool:
@@ -408,16 +335,59 @@ class OpenAIBackend:
                                                     or sampling.max_tokens < target.max_model_len)
 
     async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
-        """Not counted yet: no context budget for upstreams."""
-        return None
+        """The prompt's tokens (the generation prompt included) and the context of `role`'s model:
+        counted by the local tokenizer when one is configured, else by vLLM's /tokenize. None when
+        the upstream cannot count (no /tokenize) or, with a local tokenizer, declares no context."""
+        target = await self._target(role)
+        if self._tokenizer is not None:
+            context = await self._context_length(target)
+            if context is None:
+                self._cannot_count_once(target, "its /models entry declares no max_model_len")
+                return None
+            return PromptSize(await self._tokenizer.count(messages), context)
+        if str(target.tokenize_url) in self._cannot_count:
+            return None
+        body = _dumps({"model": target.model, "messages": list(messages), "add_generation_prompt": True})
+        response = await self._client.open("POST", target.tokenize_url, target.headers, body, target.where)
+        if response.status in _NO_TOKENIZE:
+            await read_error_body(response)
+            self._cannot_count_once(target, f"{target.tokenize_url} answered {response.status}; "
+                                            "name a local tokenizer (--tokenizer) to count tokens")
+            return None
+        try:
+            data = orjson.loads(await self._read_body(target, response))
+            return PromptSize(int(data["count"]), int(data["max_model_len"]))
+        except (ValueError, LookupError, TypeError) as exc:
+            self._cannot_count_once(target, f"unexpected /tokenize answer ({exc!r})")
+            return None
+
+    async def _context_length(self, target: _Target) -> int | None:
+        """The context `target`'s model declares in /models (asked once; None if it declares none)."""
+        if target.max_model_len is not None:
+            return target.max_model_len
+        key = (str(target.models_url), target.model)
+        if key not in self._contexts:
+            try:
+                entries = orjson.loads(await self._read(target, "GET", target.models_url, quick=True))["data"]
+                self._contexts[key] = next((_context(e) for e in entries if e.get("id") == target.model), None)
+            except (ValueError, LookupError, TypeError, AttributeError):
+                self._contexts[key] = None
+        return self._contexts[key]
+
+    def _cannot_count_once(self, target: _Target, why: str) -> None:
+        if str(target.tokenize_url) not in self._cannot_count:
+            self._cannot_count.add(str(target.tokenize_url))
+            logger.warning("cannot count prompt tokens for upstream %s: %s; no context budget for it",
+                           target.where.label, why)
 
     async def check_health(self) -> None:
         """GET /models on each distinct upstream; raise UpstreamUnavailable if one does not answer 200."""
         if not self._started:
             raise UpstreamUnavailable("the openai backend is not started")
-        distinct = {(str(t.models_url), t.api_key): t for t in self._targets.values()}
+        distinct = {(str(t.models_url), t.where.secret): t for t in self._targets.values()}
         for target in distinct.values():
             try:
-                await (self._get_models(target) if target.model else self._discover(target))
+                await (self._read(target, "GET", target.models_url, quick=True) if target.model
+                       else self._discover(target))
             except BackendError as exc:
-                raise UpstreamUnavailable(exc.message) from exc
+                raise UpstreamUnavailable(exc.message, detail=exc.detail) from exc

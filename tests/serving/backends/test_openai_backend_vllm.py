@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.backends.base import Sampling
+from serving.backends.base import PromptSize, Sampling
 from serving.backends.openai import OpenAIBackend, Upstream
 from serving.errors import ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
@@ -25,21 +26,6 @@ MESSAGES: list[Message] = [{"role": "system", "content": "\n"}, {"role": "user",
 LONG = Sampling(temperature=0.0, top_p=1.0, max_tokens=2000)
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The real network transport, counting the requests that go through it."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.posts = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.posts += request.method == "POST"
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def engine_metric(base_url: str, name: str, **labels: str) -> float:
     """Sum of the samples of one of vLLM's metrics whose labels include `labels`."""
     async with httpx.AsyncClient() as client:
@@ -49,27 +35,20 @@ async def engine_metric(base_url: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def transport() -> CountingTransport:
-    return CountingTransport()
-
-
-@pytest.fixture
-async def backend(vllm_server: str, transport: CountingTransport) -> AsyncIterator[OpenAIBackend]:
-    backend = OpenAIBackend(Upstream(vllm_server), transport=transport, timeout=60)  # model discovered
+async def backend(vllm_server: str) -> AsyncIterator[OpenAIBackend]:
+    backend = OpenAIBackend(Upstream(vllm_server), timeout=60)  # model discovered
     await backend.start()
     yield backend
     await backend.close()
 
 
-async def test_n_samples_are_one_engine_request(backend: OpenAIBackend, vllm_server: str,
-                                                transport: CountingTransport) -> None:
+async def test_n_samples_are_one_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
     await backend.check_health()
     requests_before = await engine_metric(vllm_server, "vllm:request_params_n_count")
     samples_before = await engine_metric(vllm_server, "vllm:request_params_n_sum")
     generation = await backend.generate("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=8, seed=1), n=3)
     assert len(generation.completions) == 3
     assert all(c.finish_reason in ("stop", "length") for c in generation.completions)
-    assert transport.posts == 1
     assert await engine_metric(vllm_server, "vllm:request_params_n_count") - requests_before == 1
     assert await engine_metric(vllm_server, "vllm:request_params_n_sum") - samples_before == 3
     usage = generation.usage
@@ -77,14 +56,15 @@ async def test_n_samples_are_one_engine_request(backend: OpenAIBackend, vllm_ser
     assert usage.requests == 1 and 0 < usage.prompt_tokens < 40 and 3 <= usage.completion_tokens <= 24
 
 
-async def test_stream_reports_finish_and_usage(backend: OpenAIBackend, transport: CountingTransport) -> None:
+async def test_stream_reports_finish_and_usage(backend: OpenAIBackend, vllm_server: str) -> None:
+    requests_before = await engine_metric(vllm_server, "vllm:request_params_n_count")
     deltas = [d async for d in backend.stream("aggregator", MESSAGES, Sampling(0.0, 1.0, max_tokens=12))]
     *pieces, last = deltas
     assert pieces and all(d.text and d.finish_reason is None and d.usage is None for d in pieces)
     assert last.text == "" and last.finish_reason == "length"
     assert last.usage is not None and last.usage.requests == 1
     assert last.usage.prompt_tokens > 0 and last.usage.completion_tokens == 12
-    assert transport.posts == 1
+    assert await engine_metric(vllm_server, "vllm:request_params_n_count") - requests_before == 1
 
 
 async def engine_work(base_url: str) -> tuple[float, float]:
@@ -134,7 +114,7 @@ async def test_upstream_refusals_map_to_domain_errors(backend: OpenAIBackend, vl
     wrong_model = OpenAIBackend(Upstream(vllm_server, "no-such-model"))
     await wrong_model.start()
     try:
-        with pytest.raises(UpstreamUnavailable, match=r"answered 404.*misconfigured"):
+        with pytest.raises(UpstreamUnavailable, match=r"\(404\).*misconfigured"):
             await wrong_model.generate("proposer", MESSAGES, Sampling(1.0, 1.0, max_tokens=4), n=1)
     finally:
         await wrong_model.close()
@@ -163,3 +143,16 @@ async def wait_for_metric(base_url: str, name: str, *, at_least: float = float("
     while not at_least <= (value := await engine_metric(base_url, name)) <= at_most:
         assert loop.time() < deadline, f"{name} stayed at {value}, not in [{at_least}, {at_most}]"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("counter", ["/tokenize", "local tokenizer"])
+async def test_prompt_size_is_what_the_engine_counts(vllm_server: str, tiny_model: Path, counter: str) -> None:
+    backend = OpenAIBackend(Upstream(vllm_server), timeout=60,
+                            tokenizer=str(tiny_model) if counter == "local tokenizer" else None)
+    await backend.start()
+    try:
+        size = await backend.prompt_size("aggregator", MESSAGES)
+        usage = (await backend.generate("aggregator", MESSAGES, Sampling(1.0, 1.0, max_tokens=2), n=1)).usage
+    finally:
+        await backend.close()
+    assert size == PromptSize(usage.prompt_tokens, 2048)  # the fixture's server runs a 2048-token context
