@@ -29,13 +29,14 @@ class Service:
 
 
 @contextlib.contextmanager
-def playground_service(logs: Path) -> Iterator[Service]:
-    """The stub, and the service in front of it with an API key and DEFAULT_PROPOSALS/ROUNDS."""
+def playground_service(logs: Path, *stub_flags: str) -> Iterator[Service]:
+    """The stub (with `stub_flags`, e.g. its faults), and the service in front of it with an API key
+    and DEFAULT_PROPOSALS/ROUNDS."""
     stub_port, port = free_port(), free_port()
     service = [*gateway_command(port, stub_port), "--api-key", API_KEY,
                "--default-proposals", str(DEFAULT_PROPOSALS), "--default-rounds", str(DEFAULT_ROUNDS)]
-    with running(stub_command(stub_port, TIMING), f"http://127.0.0.1:{stub_port}/health", logs / "stub.log",
-                 timeout=30) as upstream, \
+    stub = [*stub_command(stub_port, TIMING), *stub_flags]
+    with running(stub, f"http://127.0.0.1:{stub_port}/health", logs / "stub.log", timeout=30) as upstream, \
             running(service, f"http://127.0.0.1:{port}/health", logs / "service.log", timeout=60):
         yield Service(f"http://127.0.0.1:{port}", upstream)
 

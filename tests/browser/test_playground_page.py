@@ -110,9 +110,20 @@ def test_a_wrong_key_shows_the_api_error(page: Page) -> None:
 
 
 def test_an_error_event_mid_stream_is_shown(browser: Browser, tmp_path: Path) -> None:
+    # The stub cuts every second chat response halfway: the drafts (the first) arrive, the streamed
+    # answer (the second) breaks off after its first tokens, and the service sends an error event.
+    with playground_service(tmp_path, "--cut-every", "2") as service, open_page(browser, service) as page:
+        ask(page, key=API_KEY, proposals=3, rounds=1)
+        expect(page.locator("#error")).to_have_text("server_error: the upstream model server failed")
+        expect(page.locator("#status")).to_have_text("failed")
+        expect(page.locator(".round .draft.pending")).to_have_count(0)
+
+
+def test_an_upstream_that_cannot_be_reached_is_shown(browser: Browser, tmp_path: Path) -> None:
     with playground_service(tmp_path) as service:
         stop(service.upstream)  # the service stays up; its upstream calls now fail
         with open_page(browser, service) as page:
             ask(page, key=API_KEY, proposals=3, rounds=1)
-            expect(page.locator("#error")).to_contain_text("server_error: upstream")
+            expect(page.locator("#error")).to_have_text(
+                "502 server_error: the upstream model server could not be reached")
             expect(page.locator("#status")).to_have_text("failed")

@@ -96,11 +96,13 @@ def test_a_dead_engine_fails_the_request_and_health_and_exits_non_zero(tiny_mode
             httpx.Client(base_url=base, timeout=120) as client, ThreadPoolExecutor(1) as pool:
         cores = [p for p in psutil.Process(process.pid).children(recursive=True) if "EngineCore" in p.name()]
         assert cores, [p.name() for p in psutil.Process(process.pid).children(recursive=True)]
-        # Greedy decoding of the tiny model never meets its end token: a draft of 1500 tokens runs seconds.
+        # Greedy decoding of the tiny model never meets its end token: a draft and an answer of 800 tokens
+        # each (what the context budget lets both have in 2048) run for seconds, so the kill lands mid-request
+        # even when vLLM's gauge of running requests lags.
         answer = pool.submit(client.post, "/v1/chat/completions", json={
-            "model": "aft", "messages": [{"role": "user", "content": "What is 17 + 25?"}], "max_tokens": 1500,
+            "model": "aft", "messages": [{"role": "user", "content": "What is 17 + 25?"}], "max_tokens": 800,
             "temperature": 0, "aft": {"proposals": 1, "rounds": 1, "proposal_temperature": 0,
-                                      "proposal_max_tokens": 1500}})
+                                      "proposal_max_tokens": 800}})
         while _engine_requests_running(httpx.get(f"{base}/metrics", timeout=10).text) == 0:
             assert not answer.done(), answer.result().text
         for core in cores:
