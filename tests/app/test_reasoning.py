@@ -5,18 +5,22 @@ carries the same text in its message. Off, the wire output has no trace of it.""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 import openai
+import pytest
 from fastapi import FastAPI
 
 from app.reasoning import heading
 from app.streaming import ChunkRenderer
+from serving.backends.base import Generation, Role, Sampling
+from serving.errors import UpstreamTimeout
+from serving.format import Message
 from serving.pipeline import DraftDelta
-from tests.app.conftest import GatedBackend
-from tests.fakes import MODEL, Call, chat_body
+from tests.app.conftest import ASGIClient, GatedBackend
+from tests.fakes import MODEL, Call, ScriptedBackend, chat_body
 
 AFT = {"proposals": 3, "rounds": 2}
 
@@ -25,6 +29,24 @@ def reply(call: Call, i: int) -> str:
     # The same for every sample of a prompt, so that a streamed and a non-streamed answer (whose
     # round 0 is split into requests differently) are made of the same drafts.
     return f"{call.role} says {len(call.messages[0]['content'])}"
+
+
+class HeldBatch(GatedBackend):
+    """While `held`, only `generate` waits: round 0's first draft streams while its batch is held.
+    A batch released with `error` set fails with it."""
+
+    stream = ScriptedBackend.stream
+
+    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
+        generation = await super().generate(role, messages, sampling, n)
+        if self.error is not None:
+            raise self.error
+        return generation
+
+
+@pytest.fixture
+def backend() -> GatedBackend:
+    return HeldBatch()
 
 
 def chunks_of(body: str) -> list[dict[str, Any]]:
@@ -134,15 +156,40 @@ async def test_plain_generation_has_no_reasoning(client: httpx.AsyncClient) -> N
 
 
 async def test_an_error_while_a_draft_streams_is_one_error_event_then_done(
-        client: httpx.AsyncClient, backend: GatedBackend) -> None:
-    from serving.errors import UpstreamTimeout
+        app_factory: Callable[..., FastAPI], backend: GatedBackend) -> None:
+    backend.held = True
+    client = ASGIClient(app_factory(), chat_body(stream=True, aft={**AFT, "reasoning": True}))
 
-    backend.fail_on_call, backend.error = 2, UpstreamTimeout("slow")
-    chunks = chunks_of((await post(client, stream=True, aft={**AFT, "reasoning": True})).text)
-    assert chunks[-1]["error"]["message"] and not any(d.get("content") for d in deltas(chunks))
-    assert any(d.get("reasoning") for d in deltas(chunks))  # the first draft had begun
+    def fail_the_batch(message: dict[str, Any]) -> None:
+        if b'"reasoning"' in message.get("body", b"") and not backend.go.is_set():
+            backend.error = UpstreamTimeout("slow")
+            backend.go.set()
+
+    client.on_send = fail_the_batch
+    await client.post()
+    chunks = chunks_of(client.body.decode())
+    assert chunks[-1]["error"]["type"] == "server_error" and chunks[-1]["error"]["message"]
+    assert any(d.get("reasoning") for d in deltas(chunks)) and not any(d.get("content") for d in deltas(chunks))
 
 
 async def test_aft_reasoning_must_be_a_boolean(client: httpx.AsyncClient) -> None:
     response = await post(client, aft={"reasoning": "maybe"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "aft.reasoning"
+
+
+async def test_a_client_leaving_while_the_first_draft_streams_aborts_the_round(
+        app_factory: Callable[..., FastAPI], backend: GatedBackend) -> None:
+    backend.held = True
+    app = app_factory()
+    client = ASGIClient(app, chat_body(stream=True, aft={**AFT, "reasoning": True}))
+
+    def leave_once_reasoning(message: dict[str, Any]) -> None:
+        if b'"reasoning"' in message.get("body", b""):
+            client.leave.set()
+
+    client.on_send = leave_once_reasoning
+    await client.post()
+    assert backend.cancelled >= 1 and not backend.go.is_set()  # the held batch was cancelled
+    assert [c.role for c in backend.calls] == ["proposer", "proposer"]
+    assert app.state.lifecycle.in_flight == 0
+    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in app.state.metrics.render().decode()
