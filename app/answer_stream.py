@@ -24,7 +24,8 @@ from app.protocol import ErrorInfo, ErrorResponse
 from app.sse import EventStream
 from app.streaming import DONE, ChunkRenderer
 from serving.errors import AFTError
-from serving.pipeline import AnswerDelta, AnswerDone, DraftDelta, Event, LayerDone
+from serving.live_draft import DraftDelta
+from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone
 
 logger = logging.getLogger(__name__)
 

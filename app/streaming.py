@@ -19,7 +19,8 @@ from typing import Any
 from app.protocol import ErrorResponse
 from app.reasoning import FIELDS, heading
 from serving.backends.base import Usage
-from serving.pipeline import AnswerDone, DraftDelta, Layer
+from serving.live_draft import DraftDelta
+from serving.pipeline import AnswerDone, Layer
 
 DONE = "data: [DONE]\n\n"
 

@@ -9,8 +9,8 @@ ignored); N = 1 with rounds >= 1 is sequential self-refinement.
 
 With `live_drafts` a stream also yields every draft's text (DraftDelta) before the answer: the
 first draft of round 0 token by token as ONE streamed request, while the other N - 1 run as one
-request with n = N - 1 on the same prompt (so they still share its cached prefix); then those
-N - 1 drafts, then each intermediate round's drafts as the round ends.
+request with n = N - 1 on the same prompt (serving/live_draft.py); then those N - 1 drafts, then
+each intermediate round's drafts as the round ends.
 
 Drafts are capped so that every prompt fits the model's context (serving/budget.py): the caps
 are planned once per request, before any generation, and a request with no room for drafts is
@@ -27,14 +27,11 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from serving.backends.base import Backend, Completion, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Backend, Generation, Role, Sampling, StreamDelta, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
 from serving.format import Message, aggregator_messages, proposer_messages
+from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
-
-_LIVE_SPLIT = 1_009
-"""Seed offset of round 0's other drafts when the first one streams apart (two requests, one seed
-would repeat the first sample); larger than any round count, smaller than the answers' offset."""
 
 
 @dataclass(frozen=True)
@@ -69,17 +66,6 @@ class LayerDone:
 
     index: int
     layer: Layer
-
-
-@dataclass
-class DraftDelta:
-    """Event: the next piece of draft `draft` (from 0) of round `round` of answer `index`. A draft
-    that streams live comes in many pieces; one that does not, in one piece (its whole text)."""
-
-    index: int
-    round: int
-    draft: int
-    text: str
 
 
 @dataclass
@@ -174,8 +160,8 @@ class Pipeline:
             streamed = live and round_ == 0
             if streamed:
                 generation = Generation([])
-                async with aclosing(self._live_round(role, messages, sampling, index,
-                                                     params.proposals // copies)) as pieces:
+                async with aclosing(live_round(self.backend, role, messages, sampling, index,
+                                               params.proposals // copies)) as pieces:
                     async for piece in pieces:
                         if isinstance(piece, DraftDelta):
                             yield piece
@@ -192,39 +178,6 @@ class Pipeline:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
                                                     final=round_ == params.rounds - 1)
             yield Layer(round_, outputs, generation.usage, trimmed, drafts)
-
-    async def _live_round(self, role: Role, messages: Sequence[Message], sampling: Sampling, index: int,
-                          n: int) -> AsyncGenerator[DraftDelta | Generation, None]:
-        """Round 0 with its first draft streamed: that draft's pieces, then the round's Generation.
-        The other n - 1 drafts are one request running alongside; the first failure of either
-        cancels the other, and closing this generator aborts both."""
-        others_sampling = sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + _LIVE_SPLIT)
-
-        async def others() -> AsyncGenerator[Generation, None]:
-            yield await self.backend.generate(role, messages, others_sampling, n=n - 1)
-
-        sources: list[AsyncGenerator[StreamDelta | Generation, None]] = [self.backend.stream(role, messages, sampling)]
-        if n > 1:
-            sources.append(others())
-        pieces: list[str] = []
-        last: StreamDelta | None = None
-        rest = Generation([])
-        async with aclosing(merge_streams(sources)) as items:
-            async for item in items:
-                if isinstance(item, Generation):
-                    rest = item
-                    continue
-                if item.text:
-                    pieces.append(item.text)
-                    yield DraftDelta(index, 0, 0, item.text)
-                last = item
-        if not pieces:
-            yield DraftDelta(index, 0, 0, "")  # an empty draft is still a draft, with its heading
-        usage = Usage()
-        usage.add(last.usage if last and last.usage else Usage(requests=1))
-        usage.add(rest.usage)
-        first = Completion("".join(pieces), last.finish_reason if last else None)
-        yield Generation([first, *rest.completions], usage)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:

@@ -18,7 +18,7 @@ from app.streaming import ChunkRenderer
 from serving.backends.base import Generation, Role, Sampling
 from serving.errors import UpstreamTimeout
 from serving.format import Message
-from serving.pipeline import DraftDelta
+from serving.live_draft import DraftDelta
 from tests.app.conftest import ASGIClient, GatedBackend
 from tests.fakes import MODEL, Call, ScriptedBackend, chat_body
 

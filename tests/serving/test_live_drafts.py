@@ -12,7 +12,8 @@ import pytest
 from serving.backends.base import Generation, Role, Sampling
 from serving.errors import UpstreamTimeout
 from serving.format import Message
-from serving.pipeline import AnswerDelta, AnswerDone, DraftDelta, Event, LayerDone, Pipeline, PipelineParams
+from serving.live_draft import DraftDelta
+from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone, Pipeline, PipelineParams
 from tests.fakes import ScriptedBackend
 
 CONVERSATION: list[Message] = [{"role": "user", "content": "What is 2+2?"}]
