@@ -193,3 +193,11 @@ async def test_a_client_leaving_while_the_first_draft_streams_aborts_the_round(
     assert [c.role for c in backend.calls] == ["proposer", "proposer"]
     assert app.state.lifecycle.in_flight == 0
     assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in app.state.metrics.render().decode()
+
+
+async def test_each_of_n_answers_has_its_own_reasoning(client: httpx.AsyncClient) -> None:
+    chunks = chunks_of((await post(client, stream=True, n=2, aft={**AFT, "reasoning": True})).text)
+    texts = ["".join(c["choices"][0]["delta"].get("reasoning", "") for c in chunks
+                     if c.get("choices") and c["choices"][0]["index"] == i) for i in (0, 1)]
+    for text in texts:
+        assert text.startswith("### Round 0 · draft 1\n") and text.count("### Round") == 6
