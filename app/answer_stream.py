@@ -24,6 +24,7 @@ from app.protocol import ErrorInfo, ErrorResponse
 from app.sse import EventStream
 from app.streaming import DONE, ChunkRenderer
 from serving.errors import AFTError
+from serving.live_draft import DraftDelta
 from serving.pipeline import AnswerDelta, AnswerDone, Event, LayerDone
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class StreamedAnswer(EventStream):
                             self.metrics.ttft.observe(time.perf_counter() - self.start)
                             first_token = False
                         yield renderer.token(event.index, event.text).encode()
+                    elif isinstance(event, DraftDelta):
+                        yield renderer.reasoning(event).encode()
                     elif isinstance(event, AnswerDone):
                         self.metrics.record_usage(event.usage_by_round, self.rounds)
                         self.metrics.record_budget(event.drafts_capped_to, event.drafts_trimmed)

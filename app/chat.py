@@ -23,6 +23,7 @@ from app.protocol import (
     RoundUsage,
     UsageInfo,
 )
+from app.reasoning import reasoning_text
 from app.settings import Settings
 from app.streaming import ChunkRenderer
 from serving.errors import AFTError, InvalidRequest
@@ -59,6 +60,11 @@ class ChatService:
                                  "partial answer is not supported", param="messages")
         return pipeline_params(request, self.settings)
 
+    def _reasoning(self, request: ChatCompletionRequest) -> bool:
+        """Whether the drafts go out as the answer's reasoning."""
+        asked = request.aft.reasoning if request.aft else None
+        return self.settings.reasoning_default if asked is None else asked
+
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Answer a non-streaming request."""
         params = self._check(request)
@@ -81,7 +87,7 @@ class ChatService:
         for answer in answers:
             self.metrics.record_usage(answer.usage_by_round, params.rounds)
             self.metrics.record_budget(answer.drafts_capped_to, answer.drafts_trimmed)
-        return _completion(request, params, answers)
+        return _completion(request, params, answers, reasoning=self._reasoning(request))
 
     async def stream(self, request: ChatCompletionRequest) -> StreamedAnswer:
         """Check, plan the drafts' context budget and admit now (so refusals are plain HTTP errors);
@@ -91,7 +97,8 @@ class ChatService:
         budget = await self.pipeline.plan(messages, params)
         options = request.stream_options
         renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex}", request.model, int(time.time()), request.n)
-        events = self.pipeline.stream(messages, params, n=request.n, budget=budget)
+        events = self.pipeline.stream(messages, params, n=request.n, budget=budget,
+                                      live_drafts=self._reasoning(request))
         self.lifecycle.admit()
         return StreamedAnswer(
             events, renderer, lifecycle=self.lifecycle, metrics=self.metrics,
@@ -101,7 +108,13 @@ class ChatService:
             keepalive=self.settings.stream_keepalive)
 
 
-def _completion(request: ChatCompletionRequest, params: PipelineParams, answers: list[Answer]) -> ChatCompletion:
+def _message(answer: Answer, reasoning: bool) -> ResponseMessage:
+    text = reasoning_text(answer.layers) if reasoning else None
+    return ResponseMessage(content=answer.text, reasoning=text, reasoning_content=text)
+
+
+def _completion(request: ChatCompletionRequest, params: PipelineParams, answers: list[Answer], *,
+                reasoning: bool) -> ChatCompletion:
     usage = UsageInfo()
     info = AftInfo(proposals=params.proposals, rounds=params.rounds, answers=[])
     include = bool(request.aft and request.aft.include_proposals)
@@ -119,5 +132,5 @@ def _completion(request: ChatCompletionRequest, params: PipelineParams, answers:
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, usage=usage, aft=info,
-        choices=[Choice(index=a.index, message=ResponseMessage(content=a.text), finish_reason=a.finish_reason)
+        choices=[Choice(index=a.index, message=_message(a, reasoning), finish_reason=a.finish_reason)
                  for a in answers])

@@ -49,6 +49,8 @@ class AftOptions(BaseModel):
     proposal_top_p: float | None = Field(None, gt=0, le=1)
     proposal_max_tokens: int | None = Field(None, ge=1)
     include_proposals: bool = Field(False, description="Return every round's outputs with the answer.")
+    reasoning: bool | None = Field(None, description="Send every round's drafts as the answer's reasoning "
+                                   "(`reasoning` and `reasoning_content`) before its content; default: the server's.")
 
 
 class ChatCompletionRequest(BaseModel):
@@ -129,6 +131,8 @@ class AftInfo(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning: str | None = Field(None, description="With aft.reasoning: every round's drafts (vLLM's name).")
+    reasoning_content: str | None = Field(None, description="The same text, under the name older clients read.")
 
 
 class Choice(BaseModel):

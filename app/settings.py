@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0, le=2, description="Temperature of the final answer when the request does not say.")
     top_p: float = Field(1.0, gt=0, le=1, description="top_p of the final answer when the request does not say.")
     max_tokens: int | None = Field(None, gt=0, description="Token limit of the final answer when the request does not say (default: what fits).")
+    reasoning_default: bool = Field(False, description="Stream every round's drafts as reasoning before the answer when a request does not set aft.reasoning.")
     min_draft_tokens: int = Field(32, gt=0, description="Shortest drafts worth aggregating: a request whose conversation leaves less room for each draft in the context is refused (400).")
 
     # vLLM engine (in-process backend).

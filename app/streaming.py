@@ -17,7 +17,9 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from app.protocol import ErrorResponse
+from app.reasoning import FIELDS, heading
 from serving.backends.base import Usage
+from serving.live_draft import DraftDelta
 from serving.pipeline import AnswerDone, Layer
 
 DONE = "data: [DONE]\n\n"
@@ -46,6 +48,10 @@ class ChunkRenderer:
         opening = _sse(self.head)[:-3]
         self._token_prefixes = [f'{opening},"choices":[{{"index":{i},"delta":{{"content":' for i in range(n)]
         self._token_suffix = '},"logprobs":null,"finish_reason":null}]}\n\n'
+        # Reasoning chunks: the same text under each of FIELDS; a draft's first piece carries its heading.
+        self._reasoning_prefixes = [f'{opening},"choices":[{{"index":{i},"delta":{{"{FIELDS[0]}":' for i in range(n)]
+        self._reasoning_middle = f',"{FIELDS[1]}":'
+        self._drafts_begun = [(-1, -1)] * n
         self.total = Usage()
         self.answers: list[dict[str, Any]] = []
 
@@ -61,6 +67,15 @@ class ChunkRenderer:
 
     def token(self, index: int, text: str) -> str:
         return self._token_prefixes[index] + encode_basestring(text) + self._token_suffix
+
+    def reasoning(self, event: DraftDelta) -> str:
+        text = event.text
+        if self._drafts_begun[event.index] != (event.round, event.draft):
+            self._drafts_begun[event.index] = (event.round, event.draft)
+            text = heading(event.round, event.draft) + text
+        escaped = encode_basestring(text)
+        return (self._reasoning_prefixes[event.index] + escaped + self._reasoning_middle + escaped
+                + self._token_suffix)
 
     def answer_done(self, event: AnswerDone) -> str:
         self.total.add(event.usage)

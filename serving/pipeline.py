@@ -7,6 +7,11 @@ samples share one prompt is ONE backend request with n = N, so the samples share
 the prompt's KV cache. rounds = 0 is plain generation (one proposer call, N
 ignored); N = 1 with rounds >= 1 is sequential self-refinement.
 
+With `live_drafts` a stream also yields every draft's text (DraftDelta) before the answer: the
+first draft of round 0 token by token as ONE streamed request, while the other N - 1 run as one
+request with n = N - 1 on the same prompt (serving/live_draft.py); then those N - 1 drafts, then
+each intermediate round's drafts as the round ends.
+
 Drafts are capped so that every prompt fits the model's context (serving/budget.py): the caps
 are planned once per request, before any generation, and a request with no room for drafts is
 refused then; each aggregation prompt is counted before it is sent and its drafts are cut when
@@ -19,12 +24,13 @@ import asyncio
 import enum
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Backend, Generation, Role, Sampling, StreamDelta, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
 from serving.format import Message, aggregator_messages, proposer_messages
+from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
 
 
@@ -50,6 +56,8 @@ class Layer:
     usage: Usage
     trimmed: int = 0
     """Outputs cut so that the next round's prompt fits the context."""
+    drafts: list[str] = field(default_factory=list)
+    """The round's drafts as generated, before any cut (what a reader of the reasoning sees)."""
 
 
 @dataclass
@@ -82,7 +90,7 @@ class AnswerDone:
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
 
 
-Event = LayerDone | AnswerDelta | AnswerDone
+Event = LayerDone | DraftDelta | AnswerDelta | AnswerDone
 
 
 @dataclass
@@ -135,7 +143,8 @@ class Pipeline:
                                  min_draft_tokens=self.min_draft_tokens)
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
-                      budget: DraftBudget | None) -> AsyncGenerator[Layer, None]:
+                      budget: DraftBudget | None, *, live: bool = False) -> AsyncGenerator[DraftDelta | Layer, None]:
+        """Each round's Layer; with `live`, each draft's text first (round 0's first draft as it is made)."""
         outputs: list[str] = []
         draft_sampling = params.draft_sampling
         if budget is not None:
@@ -148,13 +157,27 @@ class Pipeline:
             # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
             # generate one and repeat it (usage counts the tokens once, as they were spent).
             copies = params.proposals if sampling.temperature == 0 else 1
-            generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
-            outputs = [c.text for c in generation.completions] * copies
-            trimmed = 0
+            streamed = live and round_ == 0
+            if streamed:
+                generation = Generation([])
+                async with aclosing(live_round(self.backend, role, messages, sampling, index,
+                                               params.proposals // copies)) as pieces:
+                    async for piece in pieces:
+                        if isinstance(piece, DraftDelta):
+                            yield piece
+                        else:
+                            generation = piece
+            else:
+                generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
+            drafts = [c.text for c in generation.completions] * copies
+            if live:
+                for number, text in enumerate(drafts[1:] if streamed else drafts, 1 if streamed else 0):
+                    yield DraftDelta(index, round_, number, text)
+            outputs, trimmed = drafts, 0
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
                                                     final=round_ == params.rounds - 1)
-            yield Layer(round_, outputs, generation.usage, trimmed)
+            yield Layer(round_, outputs, generation.usage, trimmed, drafts)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
@@ -163,34 +186,40 @@ class Pipeline:
         return "aggregator", aggregator_messages(conversation, layers[-1].outputs)
 
     def stream(self, conversation: Sequence[Message], params: PipelineParams, *, n: int = 1,
-               budget: DraftBudget | Literal[Plan.LATER] | None = Plan.LATER) -> AsyncGenerator[Event, None]:
+               budget: DraftBudget | Literal[Plan.LATER] | None = Plan.LATER,
+               live_drafts: bool = False) -> AsyncGenerator[Event, None]:
         """Run `n` independent pipelines; yield their events as they happen, answers token by token.
 
         `budget` is `plan`'s result, awaited by a caller that must refuse before it starts a stream;
         by default the stream plans it first, and a refusal is the stream's first event (raised).
         Close the generator when stopping early: that closes the backend's stream at once, so it
-        aborts its request now rather than whenever the generator is collected."""
+        aborts its request now rather than whenever the generator is collected.
+        With `live_drafts`, every draft's text comes too (DraftDelta), before its round's LayerDone."""
         if budget is Plan.LATER:
-            return self._plan_then_stream(conversation, params, n)
+            return self._plan_then_stream(conversation, params, n, live_drafts)
         # The generator itself, not a wrapper re-yielding it: one layer less for every token.
         if n == 1:
-            return self._stream_one(conversation, params, 0, budget)
-        return merge_streams([self._stream_one(conversation, params, i, budget) for i in range(n)])
+            return self._stream_one(conversation, params, 0, budget, live_drafts)
+        return merge_streams([self._stream_one(conversation, params, i, budget, live_drafts) for i in range(n)])
 
     async def _plan_then_stream(self, conversation: Sequence[Message], params: PipelineParams,
-                                n: int) -> AsyncGenerator[Event, None]:
+                                n: int, live_drafts: bool) -> AsyncGenerator[Event, None]:
         budget = await self.plan(conversation, params)
-        async with aclosing(self.stream(conversation, params, n=n, budget=budget)) as events:
+        async with aclosing(self.stream(conversation, params, n=n, budget=budget,
+                                        live_drafts=live_drafts)) as events:
             async for event in events:
                 yield event
 
     async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
-                          budget: DraftBudget | None) -> AsyncGenerator[Event, None]:
+                          budget: DraftBudget | None, live_drafts: bool) -> AsyncGenerator[Event, None]:
         layers: list[Layer] = []
-        async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
-            async for layer in drafts:
-                layers.append(layer)
-                yield LayerDone(index, layer)
+        async with aclosing(self._drafts(conversation, params, index, budget, live=live_drafts)) as drafts:
+            async for item in drafts:
+                if isinstance(item, DraftDelta):
+                    yield item
+                    continue
+                layers.append(item)
+                yield LayerDone(index, item)
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
@@ -225,7 +254,7 @@ class Pipeline:
     async def _run_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                        budget: DraftBudget | None) -> Answer:
         async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
-            layers = [layer async for layer in drafts]
+            layers = [layer async for layer in drafts if isinstance(layer, Layer)]
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         generation = await self.backend.generate(role, messages, sampling, n=1)

@@ -13,6 +13,9 @@ function formatTime(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
+// A draft's first reasoning piece starts with its heading (app/reasoning.py): "### Round r · draft k".
+const DRAFT_HEADING = /^(?:\n\n)?### Round (\d+) · draft (\d+)\n/;
+
 function roundName(round, rounds) {
   if (round === rounds) return "answer";
   return round === 0 ? "proposals" : "aggregations";
@@ -25,6 +28,7 @@ class RunView {
     this.started = performance.now();
     this.roundEnds = []; // performance.now() at which each round ended, the answer's last
     this.firstToken = null;
+    this.writing = null; // the .text of the draft the reasoning is writing
     this.container = $("rounds-view");
     this.container.replaceChildren();
     for (let round = 0; round < rounds; round++) this.addRound(round, proposals);
@@ -65,6 +69,19 @@ class RunView {
       drafts.append(draft);
     }
     while (drafts.children.length > count) drafts.lastElementChild.remove();
+  }
+
+  /** A piece of the reasoning (`aft.reasoning`): the drafts as they are written, the first live. */
+  appendDraft(piece) {
+    const heading = DRAFT_HEADING.exec(piece);
+    if (heading) {
+      const drafts = this.container.querySelector(`.round[data-round="${heading[1]}"] .drafts`);
+      const draft = drafts ? drafts.children[Number(heading[2]) - 1] : undefined;
+      this.writing = draft ? draft.querySelector(".text") : null;
+      if (this.writing) this.writing.textContent = "";
+      piece = piece.slice(heading[0].length);
+    }
+    if (this.writing) this.writing.append(piece);
   }
 
   /** Round `round` finished with these drafts. */
@@ -129,6 +146,7 @@ class RunView {
     if (chunk.aft && Array.isArray(chunk.aft.outputs)) this.fillRound(chunk.aft.round, chunk.aft.outputs);
     for (const choice of chunk.choices || []) {
       if (choice.index !== 0) continue; // the page asks for one answer
+      if (choice.delta && choice.delta.reasoning) this.appendDraft(choice.delta.reasoning);
       if (choice.delta && choice.delta.content) this.appendAnswer(choice.delta.content);
       if (choice.finish_reason) this.finish(choice.finish_reason);
     }
@@ -165,7 +183,7 @@ async function ask() {
       model,
       messages: [{ role: "user", content: $("question").value }],
       stream_options: { include_usage: true },
-      aft: { proposals, rounds, include_proposals: true },
+      aft: { proposals, rounds, include_proposals: true, reasoning: true },
     };
     for await (const chunk of streamChat(request, key, signal)) view.apply(chunk);
   } catch (error) {

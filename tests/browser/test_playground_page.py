@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def test_three_drafts_then_the_answer_and_its_usage(page: Page, tmp_path: Path) 
     expect(drafts).to_have_count(3)
     expect(page.locator(".round")).to_have_count(1)
     expect(page.locator(".round .draft.pending")).to_have_count(0)
-    for i in range(3):
+    # The page asks for aft.reasoning: the first draft streams live, and the stub streams
+    # timestamps (" t<µs>") where its non-streamed drafts are words.
+    expect(drafts.nth(0).locator(".text")).to_contain_text(re.compile(r"^ t\d+ t\d+"))
+    for i in (1, 2):
         expect(drafts.nth(i).locator(".text")).to_contain_text("draft")  # the stub's words
     expect(page.locator("#answer")).not_to_be_empty()
     # One row per round (proposals, answer), then the total.

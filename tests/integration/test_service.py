@@ -162,3 +162,28 @@ def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> No
     assert results[-1], f"the draft ran to the end in all {tries} tries"
     seen = httpx.get(service.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
     assert f'aft_requests_total{{status="disconnected",stream="true"}} {float(len(results))}' in seen
+
+
+async def test_drafts_stream_as_reasoning_before_the_answer(service: Service) -> None:
+    requests, generated = service.engine("vllm:request_params_n_count"), service.engine("vllm:generation_tokens_total")
+    stream = await service.async_client.chat.completions.create(
+        model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True}, max_tokens=8,
+        extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 16, "reasoning": True}})
+    chunks = [chunk async for chunk in stream]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    reasoning = [(d.model_extra or {}).get("reasoning") for d in deltas]
+    first_content = next(i for i, d in enumerate(deltas) if d.content)
+    assert all(reasoning[1:first_content]) and not any(reasoning[first_content:])
+    text = "".join(r for r in reasoning if r)
+    headings = [line for line in text.splitlines() if line.startswith("### Round")]
+    assert headings == ["### Round 0 · draft 1", "### Round 0 · draft 2", "### Round 0 · draft 3"]
+    # The first draft came token by token: more than one piece before the second draft's heading.
+    second = next(i for i, r in enumerate(reasoning) if r and "draft 2" in r)
+    assert second > 2, reasoning[:second + 1]
+    # Round 0 is two engine requests (the streamed first draft, n = 2 for the rest), then the answer.
+    assert service.engine("vllm:request_params_n_count") - requests == 3
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == service.engine("vllm:generation_tokens_total") - generated
+    rounds = (chunks[-1].model_extra or {})["aft"]["answers"][0]["usage_by_round"]
+    assert [r["requests"] for r in rounds] == [2, 1]
