@@ -19,8 +19,10 @@ from app.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
+    FunctionCall,
     ResponseMessage,
     RoundUsage,
+    ToolCall,
     UsageInfo,
 )
 from app.settings import Settings
@@ -119,5 +121,13 @@ def _completion(request: ChatCompletionRequest, params: PipelineParams, answers:
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return ChatCompletion(
         id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, usage=usage, aft=info,
-        choices=[Choice(index=a.index, message=ResponseMessage(content=a.text), finish_reason=a.finish_reason)
-                 for a in answers])
+        choices=[Choice(index=a.index, message=_message(a), finish_reason=a.finish_reason) for a in answers])
+
+
+def _message(answer: Answer) -> ResponseMessage:
+    if not answer.tool_calls:
+        return ResponseMessage(content=answer.text)
+    # OpenAI's shape for a turn that calls tools: content null unless the model also wrote text.
+    return ResponseMessage(content=answer.text or None, tool_calls=[
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+        for call in answer.tool_calls])

@@ -22,9 +22,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Backend, Completion, Role, Sampling, StreamDelta, ToolCall, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
-from serving.format import Message, aggregator_messages, proposer_messages
+from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.merge import merge_streams
 
 
@@ -80,6 +80,8 @@ class AnswerDone:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls the final answer made (finish_reason "tool_calls")."""
 
 
 Event = LayerDone | AnswerDelta | AnswerDone
@@ -99,6 +101,14 @@ class Answer:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls the final answer made (finish_reason "tool_calls")."""
+
+
+def _draft(completion: Completion) -> str:
+    if not completion.tool_calls:
+        return completion.text
+    return draft_text(completion.text, [(call.name, call.arguments) for call in completion.tool_calls])
 
 
 class Plan(enum.Enum):
@@ -149,7 +159,7 @@ class Pipeline:
             # generate one and repeat it (usage counts the tokens once, as they were spent).
             copies = params.proposals if sampling.temperature == 0 else 1
             generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
-            outputs = [c.text for c in generation.completions] * copies
+            outputs = [_draft(c) for c in generation.completions] * copies
             trimmed = 0
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
@@ -194,10 +204,12 @@ class Pipeline:
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
+        calls: list[ToolCall] = []
         async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
             async for delta in deltas:
                 if delta.text:
                     yield AnswerDelta(index, delta.text)
+                calls.extend(delta.tool_calls)
                 last = delta
         final_usage = (last.usage if last and last.usage else Usage(requests=1))
         by_round = [layer.usage for layer in layers] + [final_usage]
@@ -205,7 +217,7 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
-                         *_budget_report(budget, layers))
+                         *_budget_report(budget, layers), tool_calls=tuple(calls))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
@@ -235,4 +247,4 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
-                      *_budget_report(budget, layers))
+                      *_budget_report(budget, layers), tool_calls=completion.tool_calls)
