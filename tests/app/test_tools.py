@@ -3,42 +3,19 @@ upstream model that calls a tool (tests/tool_upstream.py), driven by the OpenAI 
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from app.main import create_app
-from tests.app.conftest import make_settings
+from tests.app.tool_service import Service, service_fixture  # noqa: F401 (the `service` fixture)
 from tests.fakes import MODEL
-from tests.scripted_http import upstream
-from tests.tool_upstream import ARGUMENTS, CALL_ID, DRAFT, WEATHER_TOOL, ToolModel
+from tests.tool_upstream import ARGUMENTS, CALL_ID, DRAFT, WEATHER_TOOL
 
 QUESTION = "What is the weather in Paris?"
 RESULT = "sunny, 21 C"
-Service = Callable[..., contextlib.AbstractAsyncContextManager[tuple[openai.AsyncOpenAI, ToolModel]]]
-
-
-@pytest.fixture
-def service() -> Service:
-    @contextlib.asynccontextmanager
-    async def serve(**settings: Any) -> AsyncIterator[tuple[openai.AsyncOpenAI, ToolModel]]:
-        model = ToolModel()
-        async with upstream(model) as server:
-            app = create_app(make_settings(upstream_url=server.url + "/v1", model="m", **settings))
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://aft.test") as client:
-                    yield openai.AsyncOpenAI(base_url="http://aft.test/v1", api_key="unused",
-                                             http_client=client, max_retries=0), model
-    return serve
-
-
 async def _turn(sdk: openai.AsyncOpenAI, messages: list[ChatCompletionMessageParam],
                 stream: bool) -> tuple[str | None, list[dict[str, Any]], str | None]:
     """(content, tool calls, finish_reason) of one assistant turn, joined from the stream when streamed."""
