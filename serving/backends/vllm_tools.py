@@ -1,8 +1,9 @@
 """Tool calling on the in-process engine, with vLLM's own tool parsers (`vllm serve --tool-call-parser`).
 
 `tool_choice` "auto": the model writes in its own call syntax and the parser finds the calls.
-"required" and a named function: the parser sets the request's structured output (a JSON schema of
-the calls), as `vllm serve` does, and the JSON that comes out is read as the calls. "none" asks for
+"required" and a named function: the request's structured output is the JSON schema of the calls
+(set by the parser, as `vllm serve` does, or here when the parser leaves it to a structural tag),
+and the JSON that comes out is read as the calls. "none" asks for
 nothing: the tools are in the prompt, the answer is text.
 
 vllm is imported lazily, as in serving/backends/vllm.py.
@@ -101,6 +102,8 @@ def _forced_calls(choice: Any, text: str) -> list[tuple[str, str]]:
 def tool_request(parser: type[ToolParser], tokenizer: TokenizerLike, tools: Tools) -> ToolRequest:
     """The vLLM request that carries `tools` and the parser instance for it (parsers keep state)."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.tool_parsers.utils import get_json_schema_from_tools
 
     fields: dict[str, Any] = {"model": "aft", "messages": [], "tools": list(tools.definitions),
                               "tool_choice": tools.choice}
@@ -110,4 +113,11 @@ def tool_request(parser: type[ToolParser], tokenizer: TokenizerLike, tools: Tool
     instance = parser(tokenizer, list(request.tools or ()))
     adjusted = instance.adjust_request(request)
     assert isinstance(adjusted, ChatCompletionRequest)
+    if tools.choice != "auto" and adjusted.structured_outputs is None:
+        # Parsers that leave forcing a call to a structural tag (e.g. hermes) get the JSON schema of
+        # the calls instead: any model can write that, and `calls` reads it back.
+        schema = get_json_schema_from_tools(tool_choice=adjusted.tool_choice or "none",
+                                            tools=list(adjusted.tools or ()),
+                                            parallel_tool_calls=adjusted.parallel_tool_calls)
+        adjusted.structured_outputs = StructuredOutputsParams(json=schema)
     return ToolRequest(adjusted, instance)
