@@ -66,8 +66,8 @@ TASKS = [
 
 
 async def test_the_chat_page_and_its_follow_up_requests_get_answers(service: Service) -> None:
-    async with service() as (sdk, model):  # default settings: no tool-call parsing
-        client = sdk._client
+    async with service() as running:  # default settings: no tool-call parsing
+        client, model = running.http, running.model
         async with client.stream("POST", "/v1/chat/completions", json=CHAT_PAGE) as response:
             assert response.status_code == 200, await response.aread()
             events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]

@@ -45,7 +45,8 @@ async def _turn(sdk: openai.AsyncOpenAI, messages: list[ChatCompletionMessagePar
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_an_agent_loop_with_one_tool_completes(service: Service, stream: bool) -> None:
-    async with service(enable_auto_tool_choice=True) as (sdk, _):
+    async with service(enable_auto_tool_choice=True) as running:
+        sdk = running.sdk
         messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
         content, calls, finish = await _turn(sdk, messages, stream)
         assert (content, finish) == (None, "tool_calls")
@@ -59,7 +60,8 @@ async def test_an_agent_loop_with_one_tool_completes(service: Service, stream: b
 
 
 async def test_every_round_sees_the_tools_and_the_tool_turns(service: Service) -> None:
-    async with service(enable_auto_tool_choice=True) as (sdk, model):
+    async with service(enable_auto_tool_choice=True) as running:
+        sdk, model = running.sdk, running.model
         await _turn(sdk, [{"role": "user", "content": QUESTION}], stream=False)
         first = list(model.bodies)
         messages: list[Any] = [{"role": "user", "content": QUESTION},
@@ -82,7 +84,8 @@ async def test_every_round_sees_the_tools_and_the_tool_turns(service: Service) -
 
 
 async def test_without_tool_parsing_tools_are_answered_with_text(service: Service) -> None:
-    async with service() as (sdk, model):
+    async with service() as running:
+        sdk, model = running.sdk, running.model
         content, calls, finish = await _turn(sdk, [{"role": "user", "content": QUESTION}], stream=True)
         assert (calls, finish) == ([], "stop")
         assert content == DRAFT
@@ -90,7 +93,8 @@ async def test_without_tool_parsing_tools_are_answered_with_text(service: Servic
 
 
 async def test_required_tool_choice_reaches_the_upstream_when_parsing_is_on(service: Service) -> None:
-    async with service(enable_auto_tool_choice=True) as (sdk, model):
+    async with service(enable_auto_tool_choice=True) as running:
+        sdk, model = running.sdk, running.model
         response = await sdk.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": QUESTION}], tools=[WEATHER_TOOL],
             tool_choice={"type": "function", "function": {"name": "get_weather"}}, parallel_tool_calls=False,
@@ -103,7 +107,8 @@ async def test_required_tool_choice_reaches_the_upstream_when_parsing_is_on(serv
 
 
 async def test_image_content_keeps_its_clear_400(service: Service) -> None:
-    async with service() as (sdk, model):
+    async with service() as running:
+        sdk, model = running.sdk, running.model
         with pytest.raises(openai.BadRequestError) as caught:
             await sdk.chat.completions.create(model=MODEL, tools=[WEATHER_TOOL], messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])

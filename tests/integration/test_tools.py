@@ -1,6 +1,8 @@
 """Tools through the real `aft serve` process, driven by the OpenAI SDK:
 - `--backend openai` over a scripted upstream model that calls a tool (tests/tool_upstream.py): an
   agent loop with one tool completes, streamed and not;
+- `--backend openai` over a real vLLM server started without tool flags, as Open WebUI's chat
+  page uses it: its builtin tools are answered with text;
 - `--backend vllm` over the tiny model with `--enable-auto-tool-choice --tool-call-parser hermes`:
   a request with tools and a conversation with tool-call turns are answered (the tiny model writes
   nonsense, so its answers are text)."""
@@ -17,6 +19,7 @@ import openai
 import pytest
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.app.test_open_webui import CHAT_PAGE
 from tests.scripted_http import upstream
 from tests.tool_upstream import ARGUMENTS, CALL_ID, WEATHER_TOOL, ToolModel
 
@@ -123,3 +126,24 @@ async def test_the_in_process_engine_answers_requests_with_tools(vllm_service: s
             async for chunk in await client.chat.completions.create(stream=True, **kwargs):
                 finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
             assert finish in ("stop", "length", "tool_calls")
+
+
+@pytest.fixture(scope="module")
+def over_vllm_server(vllm_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    command = aft_serve_command(port, "--backend", "openai", "--upstream-url", vllm_server,
+                                "--served-model-name", "aft")
+    log = tmp_path_factory.mktemp("aft-tools-over-vllm") / "server.log"
+    with running(command, f"http://127.0.0.1:{port}/health", log, timeout=60):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+async def test_open_webuis_chat_page_over_a_vllm_server_without_tool_flags(over_vllm_server: str) -> None:
+    async with openai.AsyncOpenAI(base_url=over_vllm_server, api_key="unused", max_retries=0) as client:
+        finish = None
+        async for chunk in await client.chat.completions.create(
+                model="aft", messages=CHAT_PAGE["messages"], tools=CHAT_PAGE["tools"], stream=True,
+                stream_options={"include_usage": True}, max_tokens=8,
+                extra_body={"aft": {**AFT["aft"], "proposal_max_tokens": 8}}):
+            finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+        assert finish in ("stop", "length")
