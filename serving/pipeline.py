@@ -142,7 +142,7 @@ class Pipeline:
         Raises ContextLengthExceeded, before any generation, when not even short drafts fit."""
         return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
                                  params.final_sampling.max_tokens, rounds=params.rounds,
-                                 min_draft_tokens=self.min_draft_tokens)
+                                 min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools)
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                       budget: DraftBudget | None) -> AsyncGenerator[Layer, None]:
@@ -163,7 +163,7 @@ class Pipeline:
             trimmed = 0
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
-                                                    final=round_ == params.rounds - 1)
+                                                    final=round_ == params.rounds - 1, tools=draft_sampling.tools)
             yield Layer(round_, outputs, generation.usage, trimmed)
 
     @staticmethod

@@ -134,9 +134,10 @@ class Backend(Protocol):
         """Sample one completion and yield its text as the engine produces it."""
         ...
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
-        """The size of the prompt `messages` make for `role`'s model, or None when this backend
-        cannot count tokens (then no context budget is applied)."""
+    async def prompt_size(self, role: Role, messages: Sequence[Message],
+                          tools: Tools | None = None) -> PromptSize | None:
+        """The size of the prompt `messages` (and the definitions of `tools`) make for `role`'s model,
+        or None when this backend cannot count tokens (then no context budget is applied)."""
         ...
 
     async def check_health(self) -> None:

@@ -36,6 +36,7 @@ from serving.backends.base import (
     Sampling,
     StreamDelta,
     ToolCall,
+    Tools,
     Usage,
 )
 from serving.backends.openai_errors import raise_status, stream_error
@@ -381,7 +382,8 @@ class OpenAIBackend:
         return sampling.max_tokens is not None and (target.max_model_len is None
                                                     or sampling.max_tokens < target.max_model_len)
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+    async def prompt_size(self, role: Role, messages: Sequence[Message],
+                          tools: Tools | None = None) -> PromptSize | None:
         """The prompt's tokens (the generation prompt included) and the context of `role`'s model:
         counted by the local tokenizer when one is configured, else by vLLM's /tokenize. None when
         the upstream cannot count (no /tokenize) or, with a local tokenizer, declares no context."""
@@ -391,10 +393,13 @@ class OpenAIBackend:
             if context is None:
                 self._cannot_count_once(target, "its /models entry declares no max_model_len")
                 return None
-            return PromptSize(await self._tokenizer.count(messages), context)
+            return PromptSize(await self._tokenizer.count(messages, tools), context)
         if str(target.tokenize_url) in self._cannot_count:
             return None
-        body = _dumps({"model": target.model, "messages": list(messages), "add_generation_prompt": True})
+        request: dict[str, Any] = {"model": target.model, "messages": list(messages), "add_generation_prompt": True}
+        if tools is not None:
+            request["tools"] = list(tools.definitions)
+        body = _dumps(request)
         response = await self._client.open("POST", target.tokenize_url, target.headers, body, target.where)
         if response.status in _NO_TOKENIZE:
             await read_error_body(response)

@@ -228,12 +228,12 @@ class VLLMBackend:
             return await asyncio.to_thread(self._render, messages, tools)
         return self._render(messages)
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize:
-        """The prompt's length in the engine's own tokens; one model plays both roles. The ids are
-        kept for a while: a request sending this prompt next is not tokenized again."""
-        ids = await self.prompt_ids(messages)
+    async def prompt_size(self, role: Role, messages: Sequence[Message], tools: Tools | None = None) -> PromptSize:
+        """The prompt's length in the engine's own tokens; one model plays both roles. The ids of a
+        prompt without tools are kept for a while: a request sending it next is not tokenized again."""
+        ids = await self.prompt_ids(messages, tools)
         key = _prompt_key(messages)
-        if key not in self._counted:
+        if tools is None and key not in self._counted:
             self._counted[key] = ids
             self._counted_tokens += len(ids)
             while self._counted_tokens > _COUNTED_TOKENS:

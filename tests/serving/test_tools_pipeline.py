@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
+import pytest
+
 from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Tools, Usage
+from serving.errors import ContextLengthExceeded
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.pipeline import AnswerDone, Pipeline, PipelineParams
 from tests.fakes import ScriptedBackend
@@ -67,3 +70,14 @@ async def test_a_streamed_answer_ends_with_its_calls() -> None:
     done = events[-1]
     assert isinstance(done, AnswerDone)
     assert (done.finish_reason, done.tool_calls) == ("tool_calls", (CALL,))
+
+
+async def test_the_context_budget_counts_the_tool_definitions() -> None:
+    big = Tools(({"type": "function", "function": {"name": "f", "description": "word " * 300}},), "none")
+    params = PipelineParams(2, 1, Sampling(0.7, 0.95, max_tokens=50, tools=big), Sampling(0.7, 1.0, tools=big))
+    backend = ScriptedBackend(context_length=400)
+    with pytest.raises(ContextLengthExceeded):
+        await Pipeline(backend).run(TURNS, params)
+    assert backend.calls == []  # refused before any generation
+    [answer] = await Pipeline(backend).run(TURNS, _params())  # small tools fit
+    assert answer.text

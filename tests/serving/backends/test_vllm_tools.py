@@ -88,3 +88,10 @@ def test_an_unknown_parser_names_the_known_ones() -> None:
 
     with pytest.raises(ValueError, match="hermes"):
         load_parser("no-such-parser")
+
+
+async def test_the_tool_definitions_count_in_the_prompts_size(backend: Any) -> None:
+    messages = proposer_messages(CONVERSATION)
+    plain = await backend.prompt_size("proposer", messages)
+    with_tools = await backend.prompt_size("proposer", messages, Tools((WEATHER_TOOL,), "none"))
+    assert with_tools.tokens > plain.tokens + 20
