@@ -22,7 +22,7 @@ def build_backend(settings: Settings) -> Backend:
             seed=settings.seed,
             trust_remote_code=settings.trust_remote_code,
             max_num_seqs=settings.max_num_seqs,
-        ))
+        ), tool_call_parser=settings.tool_call_parser if settings.enable_auto_tool_choice else None)
         return backend
     from serving.backends.openai import OpenAIBackend, Upstream
 

@@ -19,8 +19,10 @@ from app.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
+    FunctionCall,
     ResponseMessage,
     RoundUsage,
+    ToolCall,
     UsageInfo,
 )
 from app.reasoning import reasoning_text
@@ -110,7 +112,12 @@ class ChatService:
 
 def _message(answer: Answer, reasoning: bool) -> ResponseMessage:
     text = reasoning_text(answer.layers) if reasoning else None
-    return ResponseMessage(content=answer.text, reasoning=text, reasoning_content=text)
+    if not answer.tool_calls:
+        return ResponseMessage(content=answer.text, reasoning=text, reasoning_content=text)
+    # OpenAI's shape for a turn that calls tools: content null unless the model also wrote text.
+    return ResponseMessage(content=answer.text or None, reasoning=text, reasoning_content=text, tool_calls=[
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+        for call in answer.tool_calls])
 
 
 def _completion(request: ChatCompletionRequest, params: PipelineParams, answers: list[Answer], *,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.protocol import ChatCompletionRequest
+from app.protocol import ChatCompletionRequest, ChatMessage
 from app.settings import Settings
-from serving.backends.base import Sampling
+from serving.backends.base import Sampling, Tools
 from serving.errors import InvalidRequest
 from serving.format import Message
 from serving.pipeline import PipelineParams
@@ -16,9 +16,50 @@ def _bounded(value: int, limit: int, param: str, what: str) -> int:
     return value
 
 
+def _message(message: ChatMessage) -> Message:
+    out: Message = {"role": message.role, "content": message.text()}
+    if message.tool_calls:
+        out["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
 def conversation(request: ChatCompletionRequest) -> list[Message]:
-    """The request's messages as plain-text chat messages."""
-    return [{"role": m.role, "content": m.text()} for m in request.messages]
+    """The request's messages as plain-text chat messages; tool-call turns keep their calls and ids."""
+    return [_message(m) for m in request.messages]
+
+
+_PARSER_FLAGS = "--enable-auto-tool-choice --tool-call-parser NAME"
+
+
+def tools(request: ChatCompletionRequest, settings: Settings) -> tuple[Tools | None, Tools | None]:
+    """(drafts' tools, final answer's tools). Drafts see the definitions but are asked for text
+    (tool_choice "none"); the final answer gets the client's tool_choice when the server parses
+    tool calls (--enable-auto-tool-choice), else "none" too: the answer is text. A choice that
+    demands a call cannot be met with text, so without a parser it is refused."""
+    choice = request.tool_choice
+    if not request.tools:
+        if choice not in (None, "none"):
+            raise InvalidRequest("tool_choice needs tools: the request defines none", param="tool_choice")
+        return None, None
+    definitions = tuple(tool.model_dump(exclude_none=True) for tool in request.tools)
+    wire: str | dict[str, object] = "auto" if choice is None else (
+        choice if isinstance(choice, str) else choice.model_dump())
+    if not isinstance(choice, str) and choice is not None:
+        names = {tool.function.name for tool in request.tools}
+        if choice.function.name not in names:
+            raise InvalidRequest(f"tool_choice names the function '{choice.function.name}', which tools "
+                                 "does not define", param="tool_choice")
+    if not settings.enable_auto_tool_choice:
+        if wire not in ("auto", "none"):
+            shown = wire if isinstance(wire, str) else "a named function"
+            raise InvalidRequest(f"tool_choice {shown!r} needs tool-call parsing, which this server has "
+                                 f"off: start `aft serve` with {_PARSER_FLAGS}", param="tool_choice",
+                                 code="unsupported_parameter")
+        wire = "none"
+    drafts = Tools(definitions, "none")
+    return drafts, Tools(definitions, wire, request.parallel_tool_calls)
 
 
 def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> PipelineParams:
@@ -40,6 +81,7 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
     if any(not s for s in stop):
         raise InvalidRequest("stop sequences must not be empty", param="stop")
 
+    draft_tools, final_tools = tools(request, settings)
     final = Sampling(
         temperature=request.temperature if request.temperature is not None else settings.temperature,
         top_p=request.top_p if request.top_p is not None else settings.top_p,
@@ -48,6 +90,7 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         seed=request.seed,
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
+        tools=final_tools,
     )
     # Drafts are the model's working material: the client's stop sequences and
     # penalties shape the answer it reads, not the drafts the aggregator weighs.
@@ -58,5 +101,6 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         max_tokens=aft.proposal_max_tokens if aft and aft.proposal_max_tokens is not None
         else settings.proposal_max_tokens,
         seed=request.seed,
+        tools=draft_tools,
     )
     return PipelineParams(proposals=proposals, rounds=rounds, draft_sampling=drafts, final_sampling=final)

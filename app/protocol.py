@@ -18,12 +18,52 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The call's arguments as JSON text.")
+
+
+class ToolCall(BaseModel):
+    """A call the assistant made, in a response or in a conversation's assistant turn."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """tool_choice naming the one function the model must call."""
+
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant turn's calls (content may be null).")
+    tool_call_id: str | None = Field(None, description="A tool message: the call whose result it carries.")
 
     def text(self) -> str:
         """The content as one string (text parts joined, OpenAI's semantics for text-only parts)."""
@@ -72,16 +112,19 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     aft: AftOptions | None = None
 
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
     # Accepted so a client sending them gets a clear refusal rather than silence.
-    tools: list[Any] | None = None
     functions: list[Any] | None = None
     logprobs: bool | None = None
     response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, reason) for the first requested feature the service does not provide."""
-        if self.tools or self.functions:
-            return "tools", "tool calling is not supported by the propose-and-aggregate service"
+        if self.functions:
+            return "functions", "the legacy `functions` field is not supported; send `tools`"
         if self.logprobs:
             return "logprobs", "logprobs are not supported: the answer is an aggregation of several samples"
         if self.response_format and self.response_format.get("type") not in (None, "text"):
@@ -130,9 +173,10 @@ class AftInfo(BaseModel):
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     reasoning: str | None = Field(None, description="With aft.reasoning: every round's drafts (vLLM's name).")
     reasoning_content: str | None = Field(None, description="The same text, under the name older clients read.")
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseModel):

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     seed: int | None = Field(None, description="vllm: engine seed.")
     trust_remote_code: bool = Field(False, description="vllm: allow model code from the checkpoint.")
 
+    # Tool calling (both backends).
+    enable_auto_tool_choice: bool = Field(False, description="Parse tool calls out of final answers, as `vllm serve --enable-auto-tool-choice` does: tool_choice auto/required/named are honoured. openai backend: the upstream must run with --enable-auto-tool-choice and a --tool-call-parser. Off: requests with tools are answered with text, and tool_choice required or named is refused.")
+    tool_call_parser: str | None = Field(None, description="vllm backend: vLLM's tool-call parser for the model (hermes, llama3_json, mistral, pythonic, ...), as `vllm serve --tool-call-parser`.")
+
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
 
     @field_validator("api_keys", mode="before")
@@ -94,6 +98,9 @@ class Settings(BaseSettings):
             raise ValueError("the vllm backend needs --model (AFT_MODEL): a checkpoint path or hub id")
         if self.backend == "openai" and not self.upstream_url:
             raise ValueError("the openai backend needs --upstream-url (AFT_UPSTREAM_URL)")
+        if self.backend == "vllm" and self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError("--enable-auto-tool-choice needs --tool-call-parser NAME (AFT_TOOL_CALL_PARSER) "
+                             "on the vllm backend")
         if self.default_proposals > self.max_proposals:
             raise ValueError("default_proposals exceeds max_proposals")
         if self.default_rounds > self.max_rounds:

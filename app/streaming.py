@@ -59,7 +59,7 @@ class ChunkRenderer:
         return _sse({**self.head, "choices": choices, **extra})
 
     @staticmethod
-    def _choice(index: int, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+    def _choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
     def roles(self) -> str:
@@ -77,6 +77,13 @@ class ChunkRenderer:
         return (self._reasoning_prefixes[event.index] + escaped + self._reasoning_middle + escaped
                 + self._token_suffix)
 
+    def tool_calls(self, event: AnswerDone) -> str:
+        """The answer's tool calls, each whole in one delta (OpenAI clients join deltas by index)."""
+        calls = [{"index": i, "id": call.id, "type": "function",
+                  "function": {"name": call.name, "arguments": call.arguments}}
+                 for i, call in enumerate(event.tool_calls)]
+        return self._chunk([self._choice(event.index, {"tool_calls": calls})]) if calls else ""
+
     def answer_done(self, event: AnswerDone) -> str:
         self.total.add(event.usage)
         answer: dict[str, Any] = {"index": event.index, "usage_by_round": rounds_usage(event.usage_by_round),
@@ -84,7 +91,7 @@ class ChunkRenderer:
         if event.drafts_capped_to is not None:
             answer["drafts_capped_to"] = event.drafts_capped_to
         self.answers.append(answer)
-        return self._chunk([self._choice(event.index, {}, event.finish_reason)])
+        return self.tool_calls(event) + self._chunk([self._choice(event.index, {}, event.finish_reason)])
 
     def layer(self, index: int, layer: Layer) -> str:
         return self._chunk([], aft={"index": index, "round": layer.round, "outputs": layer.outputs})

@@ -31,7 +31,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serving.backends.base import Backend
+from serving.backends.base import Backend, Tools
 from serving.errors import ContextLengthExceeded
 from serving.format import Message, aggregator_messages, proposer_messages
 
@@ -63,15 +63,16 @@ class DraftBudget:
 
 async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposals: int,
                       draft_max_tokens: int | None, answer_max_tokens: int | None, *, rounds: int,
-                      min_draft_tokens: int) -> DraftBudget | None:
+                      min_draft_tokens: int, tools: Tools | None = None) -> DraftBudget | None:
     """The drafts' budget for this conversation, or None when there are no drafts (rounds = 0)
     or the backend cannot count. Raises ContextLengthExceeded when not even a small draft fits."""
     if rounds == 0:
         return None
-    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * proposals))
+    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * proposals),
+                                           tools)
     if aggregator is None:
         return None
-    proposer = await backend.prompt_size("proposer", proposer_messages(conversation))
+    proposer = await backend.prompt_size("proposer", proposer_messages(conversation), tools)
     if proposer is None:
         return None
     base, context = aggregator.tokens, aggregator.context_length
@@ -105,11 +106,11 @@ async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposa
 
 
 async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: list[str],
-                     budget: DraftBudget, *, final: bool) -> tuple[list[str], int]:
+                     budget: DraftBudget, *, final: bool, tools: Tools | None = None) -> tuple[list[str], int]:
     """The drafts, cut where needed so that their aggregation prompt leaves room for its output,
     and how many were cut."""
     room = budget.room(final)
-    tokens = await _count(backend, conversation, drafts)
+    tokens = await _count(backend, conversation, drafts, tools)
     if tokens <= room:
         return drafts, 0
     logger.info("aggregation prompt of %d tokens over its room of %d: cutting its drafts", tokens, room)
@@ -119,14 +120,15 @@ async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: 
         in_drafts = max(tokens - budget.base_tokens, 1)
         excess = math.ceil((tokens - room) * 1.1 * sum(len(d) for d in fitted) / in_drafts) + 1
         fitted = _shorten(fitted, excess)
-        tokens = await _count(backend, conversation, fitted)
+        tokens = await _count(backend, conversation, fitted, tools)
         if tokens <= room:
             return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
     return [""] * len(drafts), sum(1 for d in drafts if d)
 
 
-async def _count(backend: Backend, conversation: Sequence[Message], drafts: Sequence[str]) -> int:
-    size = await backend.prompt_size("aggregator", aggregator_messages(conversation, drafts))
+async def _count(backend: Backend, conversation: Sequence[Message], drafts: Sequence[str],
+                 tools: Tools | None) -> int:
+    size = await backend.prompt_size("aggregator", aggregator_messages(conversation, drafts), tools)
     assert size is not None  # the budget exists because this backend counts
     return size.tokens
 

@@ -15,12 +15,17 @@ text S and folded into the single system message we send:
   client's instructions come first and the template with its numbered
   proposals stays one contiguous block, exactly as trained.
 Without a client system prompt the bytes are the reference's.
+
+Tool-call turns (an assistant message with `tool_calls`, a `tool` message with its result) pass
+through unchanged, like every other message after the system one: the model's chat template
+renders them. A draft that carries tool calls reaches the next round as text (`draft_text`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import Any, NotRequired, TypedDict
 
 FORMAT_VERSION = 1
 """Version of this format, written into checkpoint manifests (aft.json)."""
@@ -45,6 +50,10 @@ class Message(TypedDict):
 
     role: str
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    """An assistant turn's calls, in OpenAI's shape ({"id", "type", "function": {"name", "arguments"}})."""
+    tool_call_id: NotRequired[str]
+    """A `tool` message: the call whose result it carries."""
 
 
 def split_system(conversation: Sequence[Message]) -> tuple[str | None, list[Message]]:
@@ -75,3 +84,11 @@ def aggregator_messages(conversation: Sequence[Message], proposals: Sequence[str
     if client_system:
         system = client_system + "\n\n" + system
     return [{"role": "system", "content": system}, *rest]
+
+
+def draft_text(text: str, tool_calls: Sequence[tuple[str, str]]) -> str:
+    """A draft as the next round reads it: its text, then each (name, arguments) call it made as
+    one JSON line, so an aggregator sees a proposed call the way it sees a proposed answer."""
+    calls = [json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+             for name, arguments in tool_calls]
+    return "\n".join([text, *calls]) if text else "\n".join(calls)

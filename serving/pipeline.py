@@ -27,9 +27,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from serving.backends.base import Backend, Generation, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Backend, Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
-from serving.format import Message, aggregator_messages, proposer_messages
+from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
 
@@ -88,6 +88,8 @@ class AnswerDone:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls the final answer made (finish_reason "tool_calls")."""
 
 
 Event = LayerDone | DraftDelta | AnswerDelta | AnswerDone
@@ -107,6 +109,14 @@ class Answer:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls the final answer made (finish_reason "tool_calls")."""
+
+
+def _draft(completion: Completion) -> str:
+    if not completion.tool_calls:
+        return completion.text
+    return draft_text(completion.text, [(call.name, call.arguments) for call in completion.tool_calls])
 
 
 class Plan(enum.Enum):
@@ -140,7 +150,7 @@ class Pipeline:
         Raises ContextLengthExceeded, before any generation, when not even short drafts fit."""
         return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
                                  params.final_sampling.max_tokens, rounds=params.rounds,
-                                 min_draft_tokens=self.min_draft_tokens)
+                                 min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools)
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                       budget: DraftBudget | None, *, live: bool = False) -> AsyncGenerator[DraftDelta | Layer, None]:
@@ -169,14 +179,14 @@ class Pipeline:
                             generation = piece
             else:
                 generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
-            drafts = [c.text for c in generation.completions] * copies
+            drafts = [_draft(c) for c in generation.completions] * copies
             if live:
                 for number, text in enumerate(drafts[1:] if streamed else drafts, 1 if streamed else 0):
                     yield DraftDelta(index, round_, number, text)
             outputs, trimmed = drafts, 0
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
-                                                    final=round_ == params.rounds - 1)
+                                                    final=round_ == params.rounds - 1, tools=draft_sampling.tools)
             yield Layer(round_, outputs, generation.usage, trimmed, drafts)
 
     @staticmethod
@@ -223,10 +233,12 @@ class Pipeline:
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
+        calls: list[ToolCall] = []
         async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
             async for delta in deltas:
                 if delta.text:
                     yield AnswerDelta(index, delta.text)
+                calls.extend(delta.tool_calls)
                 last = delta
         final_usage = (last.usage if last and last.usage else Usage(requests=1))
         by_round = [layer.usage for layer in layers] + [final_usage]
@@ -234,7 +246,7 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
-                         *_budget_report(budget, layers))
+                         *_budget_report(budget, layers), tool_calls=tuple(calls))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
@@ -264,4 +276,4 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
-                      *_budget_report(budget, layers))
+                      *_budget_report(budget, layers), tool_calls=completion.tool_calls)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Tools, Usage
 from serving.errors import ContextLengthExceeded
 from serving.format import Message
 
@@ -69,11 +70,13 @@ class ScriptedBackend:
     def tokens(self, messages: Sequence[Message]) -> int:
         return sum(self.count_tokens(m["content"]) for m in messages)
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+    async def prompt_size(self, role: Role, messages: Sequence[Message],
+                          tools: Tools | None = None) -> PromptSize | None:
         if self.context_length is None:
             return None
         self.prompt_sizes += 1
-        return PromptSize(self.tokens(messages), self.context_length)
+        definitions = self.count_tokens(json.dumps(tools.definitions)) if tools is not None else 0
+        return PromptSize(self.tokens(messages) + definitions, self.context_length)
 
     def _record(self, call: Call) -> None:
         self.calls.append(call)

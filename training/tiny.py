@@ -12,10 +12,17 @@ import random
 from pathlib import Path
 
 # Llama-3-like, with explicit markers so the chat template stays readable.
+# Tool definitions, an assistant turn's calls and tool results are rendered too (Hermes-style
+# <tool_call> lines) so tests can see them in prompts; a plain conversation renders as before.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}<|system|>\n<tools>{{ tools | tojson }}</tools><|end|>\n{% endif %}"
     "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "<tool_call>{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}"
+    "</tool_call>"
+    "{% endfor %}<|end|>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )

@@ -9,12 +9,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from serving.format import Message
 
 Role = Literal["proposer", "aggregator"]
 """Which call this is; the `openai` backend may route the two roles to different deployments."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made (OpenAI's shape: `arguments` is JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The function tools a request offers the model, and how it may use them (OpenAI's names).
+
+    The definitions reach the prompt through the model's chat template; `choice` "none" asks for text
+    (the model may still describe a call in words), anything else lets the engine or upstream parse
+    calls out of what the model writes."""
+
+    definitions: tuple[dict[str, Any], ...]
+    """Each as the client sent it: {"type": "function", "function": {"name", "description", "parameters"}}."""
+    choice: str | dict[str, Any] = "auto"
+    """"none", "auto", "required", or {"type": "function", "function": {"name": ...}}."""
+    parallel: bool | None = None
+    """parallel_tool_calls as the client sent it (None: the engine's default)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +53,8 @@ class Sampling:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    tools: Tools | None = None
+    """Tools the prompt offers; None: a plain chat prompt."""
 
 
 @dataclass
@@ -50,10 +77,12 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sample: its text and why it ended ("stop" or "length")."""
+    """One sample: its text, the tool calls parsed out of it, and why it ended ("stop", "length",
+    "tool_calls")."""
 
     text: str
     finish_reason: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
@@ -66,11 +95,13 @@ class Generation:
 
 @dataclass(frozen=True)
 class StreamDelta:
-    """A piece of a streamed sample. The last one carries finish_reason and the request's usage."""
+    """A piece of a streamed sample. The last one carries finish_reason and the request's usage; tool
+    calls come whole, each in one delta, once the engine or upstream has parsed them."""
 
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,9 +134,10 @@ class Backend(Protocol):
         """Sample one completion and yield its text as the engine produces it."""
         ...
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
-        """The size of the prompt `messages` make for `role`'s model, or None when this backend
-        cannot count tokens (then no context budget is applied)."""
+    async def prompt_size(self, role: Role, messages: Sequence[Message],
+                          tools: Tools | None = None) -> PromptSize | None:
+        """The size of the prompt `messages` (and the definitions of `tools`) make for `role`'s model,
+        or None when this backend cannot count tokens (then no context budget is applied)."""
         ...
 
     async def check_health(self) -> None:

@@ -8,6 +8,9 @@ An upstream without a configured model name is asked for it (GET /models) at sta
 is down, again by each request and health check: the service starts before its upstream does.
 max_tokens is a cap, as in the vllm backend: one that does not fit the upstream's context is dropped
 (the upstream then generates what fits) rather than refused.
+Tools travel upstream as `tools`/`tool_choice`/`parallel_tool_calls`; the upstream parses calls
+(vLLM: `--enable-auto-tool-choice --tool-call-parser NAME`) and they come back as `tool_calls`, whole
+(a stream's call deltas are joined here and leave with its last delta).
 Prompts are counted (for the context budget) by a local tokenizer when one is configured, else by
 vLLM's /tokenize endpoint; an upstream that offers neither counts nothing (prompt_size is None).
 """
@@ -25,7 +28,17 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import (
+    Completion,
+    Generation,
+    PromptSize,
+    Role,
+    Sampling,
+    StreamDelta,
+    ToolCall,
+    Tools,
+    Usage,
+)
 from serving.backends.openai_errors import raise_status, stream_error
 from serving.backends.tokenizer import LocalTokenizer
 from serving.backends.upstream_client import (
@@ -81,6 +94,32 @@ def _usage(data: Any) -> Usage:
     # An upstream that reports no usage still cost one request; its token counts are unknown, so 0.
     counts = data if isinstance(data, dict) else {}
     return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
+
+
+def _tool_calls(calls: Any) -> tuple[ToolCall, ...]:
+    """A message's `tool_calls` (absent or null: none)."""
+    return tuple(ToolCall(str(c["id"]), str(c["function"]["name"]), str(c["function"].get("arguments") or ""))
+                 for c in calls or ())
+
+
+class _CallDeltas:
+    """A stream's tool-call deltas joined by index: the first delta of a call names it, later ones
+    add pieces of its arguments."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: Any) -> None:
+        for delta in deltas:
+            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
+                                         {"id": "", "name": "", "arguments": ""})
+            function = delta.get("function") or {}
+            call["id"] = delta.get("id") or call["id"]
+            call["name"] += function.get("name") or ""
+            call["arguments"] += function.get("arguments") or ""
+
+    def joined(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.items()))
 
 
 def _context(entry: Any) -> int | None:
@@ -221,6 +260,11 @@ class OpenAIBackend:
             body["presence_penalty"] = sampling.presence_penalty
         if sampling.frequency_penalty:
             body["frequency_penalty"] = sampling.frequency_penalty
+        if sampling.tools is not None:
+            body["tools"] = list(sampling.tools.definitions)
+            body["tool_choice"] = sampling.tools.choice
+            if sampling.tools.parallel is not None and sampling.tools.choice != "none":
+                body["parallel_tool_calls"] = sampling.tools.parallel
         if stream:
             body["stream"] = True
             body["stream_options"] = _STREAM_OPTIONS
@@ -235,7 +279,8 @@ class OpenAIBackend:
         try:
             data = orjson.loads(content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
-            completions = [Completion(c["message"].get("content") or "", c.get("finish_reason")) for c in choices]
+            completions = [Completion(c["message"].get("content") or "", c.get("finish_reason"),
+                                      _tool_calls(c["message"].get("tool_calls"))) for c in choices]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise UpstreamUnavailable("the upstream model server sent an unreadable completion",
                                       detail=f"upstream {target.where.label}: {exc!r}") from exc
@@ -252,6 +297,7 @@ class OpenAIBackend:
             target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
+        calls = _CallDeltas()
         done = ended = False
         # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
         # and with it the connection: vLLM sees the disconnect and aborts the request.
@@ -285,6 +331,8 @@ class OpenAIBackend:
                         text = delta.get("content") if delta else None
                         if text:
                             pieces.append(text)
+                        if delta and delta.get("tool_calls"):
+                            calls.add(delta["tool_calls"])
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                     if chunk.get("usage"):
@@ -307,7 +355,7 @@ class OpenAIBackend:
         if not done and finish_reason is None:
             raise UpstreamUnavailable("the upstream model server ended the stream before it finished",
                                       detail=f"upstream {target.where.label}")
-        yield StreamDelta("", finish_reason=finish_reason, usage=usage)
+        yield StreamDelta("", finish_reason=finish_reason, usage=usage, tool_calls=calls.joined())
 
     async def _within_context(self, target: _Target, sampling: Sampling,
                               call: Callable[[Sampling], Awaitable[_T]]) -> _T:
@@ -334,7 +382,8 @@ class OpenAIBackend:
         return sampling.max_tokens is not None and (target.max_model_len is None
                                                     or sampling.max_tokens < target.max_model_len)
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize | None:
+    async def prompt_size(self, role: Role, messages: Sequence[Message],
+                          tools: Tools | None = None) -> PromptSize | None:
         """The prompt's tokens (the generation prompt included) and the context of `role`'s model:
         counted by the local tokenizer when one is configured, else by vLLM's /tokenize. None when
         the upstream cannot count (no /tokenize) or, with a local tokenizer, declares no context."""
@@ -344,10 +393,13 @@ class OpenAIBackend:
             if context is None:
                 self._cannot_count_once(target, "its /models entry declares no max_model_len")
                 return None
-            return PromptSize(await self._tokenizer.count(messages), context)
+            return PromptSize(await self._tokenizer.count(messages, tools), context)
         if str(target.tokenize_url) in self._cannot_count:
             return None
-        body = _dumps({"model": target.model, "messages": list(messages), "add_generation_prompt": True})
+        request: dict[str, Any] = {"model": target.model, "messages": list(messages), "add_generation_prompt": True}
+        if tools is not None:
+            request["tools"] = list(tools.definitions)
+        body = _dumps(request)
         response = await self._client.open("POST", target.tokenize_url, target.headers, body, target.where)
         if response.status in _NO_TOKENIZE:
             await read_error_body(response)

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from serving.backends.base import Tools
+from serving.backends.vllm_tools import template_messages
 from serving.format import Message
 
 _THREAD_TOKENIZE_CHARS = 8192
@@ -31,15 +33,16 @@ class LocalTokenizer:
 
             self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.name)
 
-    def _count(self, messages: Sequence[Message]) -> int:
-        ids = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                                  return_dict=False)
+    def _count(self, messages: Sequence[Message], tools: Tools | None = None) -> int:
+        ids = self._tokenizer.apply_chat_template(
+            template_messages([dict(m) for m in messages]), add_generation_prompt=True, tokenize=True,
+            return_dict=False, tools=list(tools.definitions) if tools is not None else None)
         return len(ids)
 
-    async def count(self, messages: Sequence[Message]) -> int:
-        """The tokens of the prompt `messages` make, the generation prompt included."""
+    async def count(self, messages: Sequence[Message], tools: Tools | None = None) -> int:
+        """The tokens of the prompt `messages` (and `tools`' definitions) make, the generation prompt included."""
         if self._tokenizer is None:
             raise RuntimeError("LocalTokenizer.count before load()")
-        if sum(len(m["content"]) for m in messages) > _THREAD_TOKENIZE_CHARS:
-            return await asyncio.to_thread(self._count, messages)
+        if sum(len(m["content"]) for m in messages) > _THREAD_TOKENIZE_CHARS or tools is not None:
+            return await asyncio.to_thread(self._count, messages, tools)
         return self._count(messages)

