@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     trust_remote_code: bool = Field(False, description="vllm: allow model code from the checkpoint.")
 
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object per line (for log shippers).")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from serving.backends.base import Backend, Role, Sampling, StreamDelta, Usage
@@ -50,6 +51,8 @@ class Layer:
     usage: Usage
     trimmed: int = 0
     """Outputs cut so that the next round's prompt fits the context."""
+    seconds: float = 0.0
+    """How long the round took, from its request to its outputs fitted."""
 
 
 @dataclass
@@ -80,6 +83,8 @@ class AnswerDone:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    seconds_by_round: list[float] = field(default_factory=list)
+    """How long each round took, the final answer last (as usage_by_round)."""
 
 
 Event = LayerDone | AnswerDelta | AnswerDone
@@ -99,6 +104,8 @@ class Answer:
     """The drafts' max_tokens when the context budget lowered it; None when they had what they asked."""
     drafts_trimmed: int = 0
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
+    seconds_by_round: list[float] = field(default_factory=list)
+    """How long each round took, the final answer last (as usage_by_round)."""
 
 
 class Plan(enum.Enum):
@@ -109,6 +116,10 @@ class Plan(enum.Enum):
 def _budget_report(budget: DraftBudget | None, layers: list[Layer]) -> tuple[int | None, int]:
     capped_to = budget.draft_max_tokens if budget is not None and budget.capped else None
     return capped_to, sum(layer.trimmed for layer in layers)
+
+
+def _seconds(layers: list[Layer], final: float) -> list[float]:
+    return [layer.seconds for layer in layers] + [final]
 
 
 def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
@@ -145,6 +156,7 @@ class Pipeline:
             messages = (proposer_messages(conversation) if round_ == 0
                         else aggregator_messages(conversation, outputs))
             sampling = _seeded(draft_sampling, index, round_)
+            start = time.perf_counter()
             # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
             # generate one and repeat it (usage counts the tokens once, as they were spent).
             copies = params.proposals if sampling.temperature == 0 else 1
@@ -154,7 +166,7 @@ class Pipeline:
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
                                                     final=round_ == params.rounds - 1)
-            yield Layer(round_, outputs, generation.usage, trimmed)
+            yield Layer(round_, outputs, generation.usage, trimmed, time.perf_counter() - start)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
@@ -194,6 +206,7 @@ class Pipeline:
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
+        start = time.perf_counter()
         async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
             async for delta in deltas:
                 if delta.text:
@@ -205,7 +218,7 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
-                         *_budget_report(budget, layers))
+                         *_budget_report(budget, layers), _seconds(layers, time.perf_counter() - start))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
@@ -228,11 +241,13 @@ class Pipeline:
             layers = [layer async for layer in drafts]
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
+        start = time.perf_counter()
         generation = await self.backend.generate(role, messages, sampling, n=1)
+        final_seconds = time.perf_counter() - start
         completion = generation.completions[0]
         by_round = [layer.usage for layer in layers] + [generation.usage]
         total = Usage()
         for usage in by_round:
             total.add(usage)
         return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
-                      *_budget_report(budget, layers))
+                      *_budget_report(budget, layers), _seconds(layers, final_seconds))
