@@ -4,10 +4,13 @@ requests did."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.errors import EngineDead, UpstreamRateLimited, UpstreamTimeout
@@ -91,3 +94,12 @@ async def test_context_trims_are_counted(client: httpx.AsyncClient, backend: Gat
     after = await scrape(client)
     assert moved(before, after, "aft_drafts_capped_total") == 1 == int(answer["drafts_capped_to"] is not None)
     assert moved(before, after, "aft_drafts_trimmed_total") == answer["drafts_trimmed"] > 0
+
+
+def test_every_family_is_documented(app_factory: Callable[..., FastAPI]) -> None:
+    documented = (Path(__file__).parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    families = list(app_factory().state.metrics.registry.collect())
+    assert len(families) >= 11
+    for family in families:
+        exposed = family.name + "_total" if family.type == "counter" else family.name
+        assert f"`{exposed}`" in documented, f"docs/api.md does not list {exposed}"
