@@ -143,4 +143,4 @@ class AccessLog:
             access.seconds = time.perf_counter() - start
             level = logging.INFO if access.path == CHAT_PATH else logging.DEBUG
             if logger.isEnabledFor(level):
-                logger.log(level, "%s", access, extra={"access": access.fields()})
+                logger.log(level, "%s", access, extra={"access": access})  # fields() only for JSON

@@ -28,7 +28,7 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; an access line's fields (the record's `access`) at its top level."""
+    """One JSON object per line; an access line's fields (its record's `access.fields()`) at its top level."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -37,7 +37,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", "-")
         if rid != "-":
             entry["request_id"] = rid
-        entry.update(getattr(record, "access", {}))
+        access = getattr(record, "access", None)  # an access line's record (app/access_log.py)
+        if access is not None:
+            entry.update(access.fields())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
