@@ -137,3 +137,17 @@ def test_text_lines_carry_the_id_in_brackets() -> None:
     record = logging.LogRecord("aft.test", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     handler.handle(record)
     assert stream.getvalue().rstrip().endswith("INFO aft.test [-] hello world")
+
+
+async def test_an_unexpected_error_has_its_traceback_and_access_line_under_the_id(
+        app_factory: Callable[..., FastAPI], backend: GatedBackend, logs: Callable[[], list[dict[str, Any]]]) -> None:
+    backend.error, backend.fail_on_call = RuntimeError("a bug"), 1
+    transport = httpx.ASGITransport(app=app_factory(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://aft.test") as client:
+        assert (await client.post("/v1/chat/completions", json=chat_body(),
+                                  headers={"X-Request-ID": RID})).status_code == 500
+    lines = logs()
+    error = next(line for line in lines if line["level"] == "ERROR")
+    assert error["request_id"] == RID and "RuntimeError: a bug" in error["exception"]
+    (access,) = access_lines(lines)
+    assert (access["request_id"], access["status"], access["outcome"]) == (RID, 500, "500")
