@@ -17,9 +17,10 @@ from collections.abc import AsyncGenerator
 
 from starlette.types import Receive, Scope, Send
 
+from app.access_log import current
 from app.errors import status_and_body
 from app.lifecycle import Lifecycle
-from app.metrics import Metrics
+from app.metrics import Metrics, error_kind
 from app.protocol import ErrorInfo, ErrorResponse
 from app.sse import EventStream
 from app.streaming import DONE, ChunkRenderer
@@ -55,6 +56,7 @@ class StreamedAnswer(EventStream):
             await self.events.aclose()  # a no-op when they ended; otherwise the backend aborts its requests now
             self.lifecycle.release()
             self.metrics.answered("true", self.status, time.perf_counter() - self.start)
+            current().outcome = self.status
 
     async def _pieces(self) -> AsyncGenerator[bytes, None]:
         renderer = self.renderer
@@ -73,7 +75,8 @@ class StreamedAnswer(EventStream):
                     elif isinstance(event, DraftDelta):
                         yield renderer.reasoning(event).encode()
                     elif isinstance(event, AnswerDone):
-                        self.metrics.record_usage(event.usage_by_round, self.rounds)
+                        self.metrics.record_answer(event.usage_by_round, event.seconds_by_round, self.rounds)
+                        current().add_answer(event.usage_by_round, event.seconds_by_round)
                         self.metrics.record_budget(event.drafts_capped_to, event.drafts_trimmed)
                         finish = renderer.answer_done(event)
                         if len(renderer.answers) < renderer.n:  # other answers still run: news now
@@ -91,6 +94,8 @@ class StreamedAnswer(EventStream):
             logger.warning("request %s failed mid-stream: %s%s", renderer.head["id"], exc.message,
                            f" ({exc.detail})" if exc.detail else "")
             self.lifecycle.observe(exc)
+            self.metrics.record_error(exc)
+            current().error = error_kind(exc)
             tail += renderer.error(body)
         except Exception:
             self.status = "500"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
+from app.access_log import current
 from app.answer_stream import StreamedAnswer
 from app.errors import ModelNotFound, status_and_body
 from app.lifecycle import Lifecycle
@@ -70,6 +70,8 @@ class ChatService:
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Answer a non-streaming request."""
         params = self._check(request)
+        access = current()
+        access.chat(stream=False, proposals=params.proposals, rounds=params.rounds, n=request.n)
         self.lifecycle.admit()
         start = time.perf_counter()
         status = "500"
@@ -86,19 +88,24 @@ class ChatService:
         finally:
             self.lifecycle.release()
             self.metrics.answered("false", status, time.perf_counter() - start)
+            access.outcome = status
         for answer in answers:
-            self.metrics.record_usage(answer.usage_by_round, params.rounds)
+            self.metrics.record_answer(answer.usage_by_round, answer.seconds_by_round, params.rounds)
             self.metrics.record_budget(answer.drafts_capped_to, answer.drafts_trimmed)
-        return _completion(request, params, answers, reasoning=self._reasoning(request))
+            access.add_answer(answer.usage_by_round, answer.seconds_by_round)
+        return _completion(f"chatcmpl-{access.request_id}", request, params, answers,
+                           reasoning=self._reasoning(request))
 
     async def stream(self, request: ChatCompletionRequest) -> StreamedAnswer:
         """Check, plan the drafts' context budget and admit now (so refusals are plain HTTP errors);
         the answer owns the slot from here."""
         params = self._check(request)
+        access = current()
+        access.chat(stream=True, proposals=params.proposals, rounds=params.rounds, n=request.n)
         messages = conversation(request)
         budget = await self.pipeline.plan(messages, params)
         options = request.stream_options
-        renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex}", request.model, int(time.time()), request.n)
+        renderer = ChunkRenderer(f"chatcmpl-{access.request_id}", request.model, int(time.time()), request.n)
         events = self.pipeline.stream(messages, params, n=request.n, budget=budget,
                                       live_drafts=self._reasoning(request))
         self.lifecycle.admit()
@@ -120,8 +127,8 @@ def _message(answer: Answer, reasoning: bool) -> ResponseMessage:
         for call in answer.tool_calls])
 
 
-def _completion(request: ChatCompletionRequest, params: PipelineParams, answers: list[Answer], *,
-                reasoning: bool) -> ChatCompletion:
+def _completion(completion_id: str, request: ChatCompletionRequest, params: PipelineParams,
+                answers: list[Answer], *, reasoning: bool) -> ChatCompletion:
     usage = UsageInfo()
     info = AftInfo(proposals=params.proposals, rounds=params.rounds, answers=[])
     include = bool(request.aft and request.aft.include_proposals)
@@ -138,6 +145,6 @@ def _completion(request: ChatCompletionRequest, params: PipelineParams, answers:
             drafts_capped_to=answer.drafts_capped_to, drafts_trimmed=answer.drafts_trimmed))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return ChatCompletion(
-        id=f"chatcmpl-{uuid.uuid4().hex}", model=request.model, usage=usage, aft=info,
+        id=completion_id, model=request.model, usage=usage, aft=info,
         choices=[Choice(index=a.index, message=_message(a, reasoning), finish_reason=a.finish_reason)
                  for a in answers])

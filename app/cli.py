@@ -8,7 +8,6 @@ Flags win over AFT_* variables, which win over the checkpoint's aft.json recomme
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource
 
+from app.log_format import configure_logging
 from app.settings import Settings, with_manifest_defaults
 from serving.manifest import ManifestError
 
@@ -41,11 +41,6 @@ def settings_from_args(argv: Sequence[str], prog: str = "aft serve") -> Settings
     return Settings(**options)
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def serve(settings: Settings) -> int:
     """Run the service until it is stopped; the process's exit code (0: stopped by a signal, drained;
     1: the engine died, so an orchestrator restarts it; 3: it never started)."""
@@ -54,16 +49,17 @@ def serve(settings: Settings) -> int:
     from app.main import create_app
     from app.server import Server
 
-    _configure_logging(settings)
+    configure_logging(settings.log_level, settings.log_format)
     log_level = settings.log_level.lower()
     app = create_app(settings, freeze_heap=True)
     # loop/http "auto" already pick uvloop and httptools (uvicorn[standard]); named here so that a
     # missing one fails at start rather than silently costing CPU (bench/README.md: the profile).
-    # One access-log line per request cost about 5% of the service's CPU under load and repeats what
-    # /metrics counts; it is written at --log-level debug. The app drains itself (--shutdown-timeout)
-    # before the server stops: uvicorn's own grace period only covers sending the last bytes.
+    # No logging config of uvicorn's own: its lines reach the root handler in our format. Its access
+    # log is off: the app writes one line per request of its own, with the request id and what the
+    # pipeline did (app/access_log.py). The app drains itself (--shutdown-timeout) before the server
+    # stops: uvicorn's own grace period only covers sending the last bytes.
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                                   loop="uvloop", http="httptools", access_log=log_level == "debug",
+                                   log_config=None, loop="uvloop", http="httptools", access_log=False,
                                    timeout_keep_alive=settings.keep_alive_timeout, timeout_graceful_shutdown=10),
                     app.state.lifecycle)
     server.run()
@@ -76,7 +72,7 @@ def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft serve") -> int:
     try:
         settings = settings_from_args(sys.argv[1:] if argv is None else argv, prog)
-        _configure_logging(settings)  # before the manifest, whose defaults are logged
+        configure_logging(settings.log_level, settings.log_format)  # before the manifest, whose defaults are logged
         settings = with_manifest_defaults(settings)
     except ValidationError as exc:
         for error in exc.errors():

@@ -16,7 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.access_log import current
+from app.metrics import error_kind
 from app.protocol import ErrorInfo, ErrorResponse
+from app.request_id import HEADER
 from serving.errors import (
     AFTError,
     BackendError,
@@ -109,6 +112,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.detail:  # for the operator only: internal URLs, the cause
             logger.warning("%s %s: %s (%s)", request.method, request.url.path, exc.message, exc.detail)
         request.app.state.lifecycle.observe(exc)
+        request.app.state.metrics.record_error(exc)
+        current().error = error_kind(exc)
         headers = {"Retry-After": "1"} if status in (429, 503) else None
         if status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
@@ -130,4 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _refused(request, error_response(500, "internal server error", "server_error"))
+        # This handler runs outside the app's middleware: the request id header is set here.
+        rid = getattr(request.state, "request_id", None)
+        return _refused(request, error_response(500, "internal server error", "server_error",
+                                                headers={HEADER: rid} if rid else None))

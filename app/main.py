@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.access_log import AccessLog
 from app.backend import build_backend
 from app.chat import ChatService
 from app.errors import install_error_handlers
@@ -31,7 +32,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     pydantic, the engine) never becomes garbage; frozen, the collector's full passes stop walking it.
     Not for processes that build many apps (tests): cyclic garbage frozen there is never freed."""
     backend = backend or build_backend(settings)
-    metrics = Metrics()
+    metrics = Metrics(retries=lambda: getattr(backend, "retried", {}))
     lifecycle = Lifecycle(settings.max_concurrent_requests, settings.request_timeout, settings.shutdown_timeout)
 
     @asynccontextmanager
@@ -60,6 +61,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     app.state.chat = ChatService(settings, pipeline, metrics, lifecycle)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.body_read_timeout)
+    app.add_middleware(AccessLog)  # added last: the outermost, so that it sees every response
     for router in (chat.router, models.router, health.router, docs.router, playground.router):
         app.include_router(router)
     return app

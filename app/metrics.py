@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import get_args
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from serving.backends.base import Usage
+from serving.backends.upstream_client import RetryKind
+from serving.errors import (
+    AFTError,
+    BackendError,
+    EngineDead,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CHAT_PATH = "/v1/chat/completions"
+
+
+# Engine and upstream errors by kind, most specific first: the first class in an error's MRO decides.
+_ERROR_KINDS: dict[type[BackendError], str] = {
+    EngineDead: "engine_dead", UpstreamRateLimited: "upstream_rate_limited", UpstreamTimeout: "upstream_timeout",
+    UpstreamUnavailable: "upstream_unavailable", BackendError: "backend_error"}
+
+
+def error_kind(error: AFTError) -> str:
+    """A short name of an error's kind: aft_backend_errors_total's label, the access line's `error`."""
+    kind = next((_ERROR_KINDS[c] for c in type(error).__mro__ if c in _ERROR_KINDS), None)
+    return kind or error.code or re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+
+
+class _Retries(Collector):
+    """aft_upstream_retries_total, read from the backend's own counts at each scrape."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("aft_upstream_retries", "Upstream calls sent again, by why: the "
+                                     "connection dropped before the answer (disconnected), connecting failed "
+                                     "(connect), the upstream answered 502/503 (status).", labels=["kind"])
+        counts = self.counts()
+        for kind in get_args(RetryKind):
+            family.add_metric([kind], counts.get(kind, 0))
+        yield family
 
 
 def stage_of(round_: int, rounds: int) -> str:
@@ -23,7 +66,8 @@ def stage_of(round_: int, rounds: int) -> str:
 class Metrics:
     """The service's metrics. Record calls are cheap; exposition renders on scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, retries: Callable[[], Mapping[str, int]] = dict) -> None:
+        """`retries`: the backend's retry counts by kind (an OpenAI backend's `retried`; none by default)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome (stream is 'unknown' "
@@ -43,9 +87,17 @@ class Metrics:
                                      "below the max_tokens they asked for.", registry=r)
         self.drafts_trimmed = Counter("aft_drafts_trimmed", "Drafts cut so that an aggregation prompt fits "
                                       "the context.", registry=r)
+        self.stage_duration = Histogram("aft_stage_duration_seconds", "Time of each pipeline round: the "
+                                        "proposals, each intermediate aggregation, the final answer.",
+                                        ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.backend_errors = Counter("aft_backend_errors", "Requests ended by an engine or upstream error, by "
+                                      "kind.", ["kind"], registry=r)
+        for kind in _ERROR_KINDS.values():
+            self.backend_errors.labels(kind)
+        r.register(_Retries(retries))
         # Children of the labels every answer records, looked up once (labels() costs more than inc()).
         self._by_stage = {stage: (self.tokens.labels(stage, "prompt"), self.tokens.labels(stage, "completion"),
-                                  self.backend_requests.labels(stage))
+                                  self.backend_requests.labels(stage), self.stage_duration.labels(stage))
                           for stage in ("proposals", "aggregation", "final")}
         self._latency = {stream: self.latency.labels(stream) for stream in ("true", "false")}
 
@@ -59,12 +111,20 @@ class Metrics:
         self.requests.labels(stream, status).inc()
         self._latency[stream].observe(seconds)
 
-    def record_usage(self, usage_by_round: list[Usage], rounds: int) -> None:
+    def record_answer(self, usage_by_round: list[Usage], seconds_by_round: list[float], rounds: int) -> None:
+        """Count an answer's tokens, engine requests and round durations by stage."""
         for round_, usage in enumerate(usage_by_round):
-            prompt, completion, requests = self._by_stage[stage_of(round_, rounds)]
+            prompt, completion, requests, _ = self._by_stage[stage_of(round_, rounds)]
             prompt.inc(usage.prompt_tokens)
             completion.inc(usage.completion_tokens)
             requests.inc(usage.requests)
+        for round_, seconds in enumerate(seconds_by_round):
+            self._by_stage[stage_of(round_, rounds)][3].observe(seconds)
+
+    def record_error(self, error: AFTError) -> None:
+        """Count a request that an engine or upstream error ended (other errors are not counted here)."""
+        if isinstance(error, BackendError):
+            self.backend_errors.labels(error_kind(error)).inc()
 
     def record_budget(self, capped_to: int | None, trimmed: int) -> None:
         """Count an answer whose drafts the context budget capped, and the drafts it cut."""

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     tool_call_parser: str | None = Field(None, description="vllm backend: vLLM's tool-call parser for the model (hermes, llama3_json, mistral, pythonic, ...), as `vllm serve --tool-call-parser`.")
 
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object per line (for log shippers).")
 
     @field_validator("api_keys", mode="before")
     @classmethod

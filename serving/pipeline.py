@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,8 @@ class Layer:
     """Outputs cut so that the next round's prompt fits the context."""
     drafts: list[str] = field(default_factory=list)
     """The round's drafts as generated, before any cut (what a reader of the reasoning sees)."""
+    seconds: float = 0.0
+    """How long the round took, from its request to its outputs fitted."""
 
 
 @dataclass
@@ -90,6 +93,8 @@ class AnswerDone:
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
     tool_calls: tuple[ToolCall, ...] = ()
     """The calls the final answer made (finish_reason "tool_calls")."""
+    seconds_by_round: list[float] = field(default_factory=list)
+    """How long each round took, the final answer last (as usage_by_round)."""
 
 
 Event = LayerDone | DraftDelta | AnswerDelta | AnswerDone
@@ -111,6 +116,8 @@ class Answer:
     """Drafts cut so that an aggregation prompt fits the context (all rounds)."""
     tool_calls: tuple[ToolCall, ...] = ()
     """The calls the final answer made (finish_reason "tool_calls")."""
+    seconds_by_round: list[float] = field(default_factory=list)
+    """How long each round took, the final answer last (as usage_by_round)."""
 
 
 def _draft(completion: Completion) -> str:
@@ -127,6 +134,10 @@ class Plan(enum.Enum):
 def _budget_report(budget: DraftBudget | None, layers: list[Layer]) -> tuple[int | None, int]:
     capped_to = budget.draft_max_tokens if budget is not None and budget.capped else None
     return capped_to, sum(layer.trimmed for layer in layers)
+
+
+def _seconds(layers: list[Layer], final: float) -> list[float]:
+    return [layer.seconds for layer in layers] + [final]
 
 
 def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
@@ -164,6 +175,7 @@ class Pipeline:
             messages = (proposer_messages(conversation) if round_ == 0
                         else aggregator_messages(conversation, outputs))
             sampling = _seeded(draft_sampling, index, round_)
+            start = time.perf_counter()
             # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
             # generate one and repeat it (usage counts the tokens once, as they were spent).
             copies = params.proposals if sampling.temperature == 0 else 1
@@ -187,7 +199,7 @@ class Pipeline:
             if budget is not None:
                 outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
                                                     final=round_ == params.rounds - 1, tools=draft_sampling.tools)
-            yield Layer(round_, outputs, generation.usage, trimmed, drafts)
+            yield Layer(round_, outputs, generation.usage, trimmed, drafts, time.perf_counter() - start)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
@@ -234,6 +246,7 @@ class Pipeline:
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
         calls: list[ToolCall] = []
+        start = time.perf_counter()
         async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
             async for delta in deltas:
                 if delta.text:
@@ -246,7 +259,8 @@ class Pipeline:
         for usage in by_round:
             total.add(usage)
         yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
-                         *_budget_report(budget, layers), tool_calls=tuple(calls))
+                         *_budget_report(budget, layers), tool_calls=tuple(calls),
+                         seconds_by_round=_seconds(layers, time.perf_counter() - start))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
                   n: int = 1) -> list[Answer]:
@@ -269,11 +283,14 @@ class Pipeline:
             layers = [layer async for layer in drafts if isinstance(layer, Layer)]
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
+        start = time.perf_counter()
         generation = await self.backend.generate(role, messages, sampling, n=1)
+        final_seconds = time.perf_counter() - start
         completion = generation.completions[0]
         by_round = [layer.usage for layer in layers] + [generation.usage]
         total = Usage()
         for usage in by_round:
             total.add(usage)
         return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
-                      *_budget_report(budget, layers), tool_calls=completion.tool_calls)
+                      *_budget_report(budget, layers), tool_calls=completion.tool_calls,
+                      seconds_by_round=_seconds(layers, final_seconds))

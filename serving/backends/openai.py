@@ -52,6 +52,7 @@ from serving.backends.upstream_client import (
 )
 from serving.errors import BackendError, ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
+from serving.request_context import request_id
 
 _T = TypeVar("_T")
 _STREAM_OPTIONS = {"include_usage": True}
@@ -125,6 +126,13 @@ class _CallDeltas:
 def _context(entry: Any) -> int | None:
     context = entry.get("max_model_len") if isinstance(entry, dict) else None
     return context if isinstance(context, int) and context > 0 else None
+
+
+def _headers(target: _Target) -> dict[str, str]:
+    """The target's headers, with the id of the request being served: the upstream's logs then name
+    the same request as ours."""
+    rid = request_id.get()
+    return target.headers if rid is None else {**target.headers, "X-Request-ID": rid}
 
 
 def _target_of(upstream: Upstream) -> _Target:
@@ -218,7 +226,7 @@ class OpenAIBackend:
         """One whole exchange's 200 body; anything else raises its domain error. `quick`: health
         checks and discovery (short timeout, no back-off retries)."""
         self._require_started()
-        response = await self._client.open(method, url, target.headers, body, target.where,
+        response = await self._client.open(method, url, _headers(target), body, target.where,
                                            timeout=self._client.quick_timeout if quick else None, retry=not quick)
         return await self._read_body(target, response)
 
@@ -371,7 +379,7 @@ class OpenAIBackend:
     async def _open_stream(self, target: _Target, body: bytes) -> aiohttp.ClientResponse:
         """The 200 response of a streamed request, body unread."""
         self._require_started()
-        response = await self._client.open("POST", target.chat_url, target.headers, body, target.where)
+        response = await self._client.open("POST", target.chat_url, _headers(target), body, target.where)
         if response.status != 200:
             raise_status(target.where, response.status, response.reason, await read_error_body(response))
         return response
@@ -400,7 +408,7 @@ class OpenAIBackend:
         if tools is not None:
             request["tools"] = list(tools.definitions)
         body = _dumps(request)
-        response = await self._client.open("POST", target.tokenize_url, target.headers, body, target.where)
+        response = await self._client.open("POST", target.tokenize_url, _headers(target), body, target.where)
         if response.status in _NO_TOKENIZE:
             await read_error_body(response)
             self._cannot_count_once(target, f"{target.tokenize_url} answered {response.status}; "

@@ -62,7 +62,9 @@ async def test_every_aft_metric_the_dashboard_queries_is_served() -> None:
     queried = selectors("aft_")
     assert {name for name, _ in queried} >= {"aft_requests_total", "aft_request_duration_seconds_bucket",
                                              "aft_time_to_first_token_seconds_bucket", "aft_tokens_total",
-                                             "aft_requests_in_flight"}
+                                             "aft_requests_in_flight", "aft_stage_duration_seconds_bucket",
+                                             "aft_backend_errors_total", "aft_upstream_retries_total",
+                                             "aft_drafts_capped_total", "aft_drafts_trimmed_total"}
     for name, labels in queried:
         assert name in served, f"the dashboard queries {name}, which /metrics does not have"
         assert labels <= served[name] | _TARGET_LABELS, f"{name} has no label {labels - served[name]}"
