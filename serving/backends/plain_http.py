@@ -234,8 +234,16 @@ class PlainHTTPPool:
         self._busy: set[_Connection] = set()
         self._slots = asyncio.Semaphore(max_connections)
 
-    async def _acquire(self, key: tuple[str, int], connect_timeout: float | None, fresh: bool) -> _Connection:
-        await self._slots.acquire()
+    async def _acquire(self, key: tuple[str, int], pool_timeout: float | None, connect_timeout: float | None,
+                       fresh: bool) -> _Connection:
+        if self._slots.locked():  # every connection busy: wait for one, as long as aiohttp's `connect` timeout
+            try:
+                async with asyncio.timeout(pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise aiohttp.ConnectionTimeoutError("no upstream connection free in time") from None
+        else:
+            await self._slots.acquire()
         try:
             loop = asyncio.get_running_loop()
             idle = self._idle.get(key)
@@ -272,7 +280,8 @@ class PlainHTTPPool:
         self._slots.release()
 
     async def open(self, method: str, url: URL, headers: dict[str, str], body: bytes | None, *,
-                   read_timeout: float | None, connect_timeout: float | None, fresh: bool) -> PlainResponse:
+                   read_timeout: float | None, pool_timeout: float | None, connect_timeout: float | None,
+                   fresh: bool) -> PlainResponse:
         """Send one request (Host and Content-Length added) and wait for the response's head.
         `fresh`: on a new connection, closed after this exchange (as aiohttp's force_close): the retry
         of a call whose pooled connection dropped must not land on a connection that may drop again."""
@@ -285,7 +294,7 @@ class PlainHTTPPool:
         head.append(b"\r\n")
         if body:
             head.append(body)
-        connection = await self._acquire(key, connect_timeout, fresh)
+        connection = await self._acquire(key, pool_timeout, connect_timeout, fresh)
         try:
             assert connection.transport is not None
             if connection.transport.is_closing():

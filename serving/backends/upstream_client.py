@@ -186,6 +186,7 @@ class UpstreamClient:
                     # Each wait is bounded by the read timeout, or by the whole one where only that is set.
                     response = await plain.open(method, url, headers, body, fresh=fresh,
                                                 read_timeout=timeout.sock_read or timeout.total,
+                                                pool_timeout=timeout.connect or timeout.total,
                                                 connect_timeout=timeout.sock_connect or timeout.total)
                 else:
                     response = await session.request(method, url, headers=headers, data=body, timeout=timeout,
