@@ -287,7 +287,7 @@ class PlainHTTPPool:
         of a call whose pooled connection dropped must not land on a connection that may drop again."""
         assert url.host is not None
         key = (url.host, url.port or 80)
-        head = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\n".encode()]
+        head = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n".encode()]
         head.extend(f"{name}: {value}\r\n".encode() for name, value in headers.items())
         if body is not None:
             head.append(b"Content-Length: %d\r\n" % len(body))

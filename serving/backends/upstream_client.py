@@ -1,10 +1,11 @@
 """The HTTP client every upstream call goes through, plus the rules real networks need.
 
-- Two transports behind one `open()`: http:// upstreams without a proxy (vLLM on the same host or
-  cluster: the common case, where the latency at concurrency 1 counts) go through plain_http.py, a
-  lean HTTP/1.1 pool; https and proxied ones through aiohttp, whose generality costs about 0.3 ms an
-  upstream call at concurrency 1 (bench/README.md, "The upstream client"). Both pool keep-alive
-  connections; HTTP(S)_PROXY / NO_PROXY are read once per upstream (`proxy_for`), not on every request.
+- Two transports behind one `open()`: http:// upstreams without a proxy or credentials in the URL
+  (vLLM on the same host or cluster: the common case, where the latency at concurrency 1 counts) go
+  through plain_http.py, a lean HTTP/1.1 pool; the others through aiohttp, whose generality costs
+  about 0.3 ms an upstream call at concurrency 1 (bench/README.md, "Which transport"). Both pool
+  keep-alive connections; HTTP(S)_PROXY / NO_PROXY are read once per upstream (`proxy_for`), not on
+  every request.
 - A call whose connection dropped before any byte of the response arrived (typically a pooled
   connection the upstream closed while idle, just as it was reused) is sent once more at once, on a
   fresh connection: another pooled one may be just as stale.
@@ -175,7 +176,8 @@ class UpstreamClient:
         if self._pooled is None or self._fresh is None or self._plain is None:
             raise RuntimeError("UpstreamClient used before start() or after close()")
         timeout = timeout or self._timeout
-        plain = self._plain if url.scheme == "http" and where.proxy is None else None
+        # Credentials in the URL (Basic auth) are aiohttp's to send.
+        plain = self._plain if url.scheme == "http" and where.proxy is None and url.user is None else None
         fresh = False
         attempt = 0
         while True:

@@ -187,3 +187,12 @@ async def test_a_call_waits_for_a_free_connection_no_longer_than_the_timeout(ups
         with pytest.raises(UpstreamTimeout):
             await waiting
         await held.aclose()
+
+
+async def test_credentials_in_the_upstream_url_are_sent_as_basic_auth(ups: Upstreams) -> None:
+    seen, handler = recording(lambda _: httpx.Response(200, json=completion("4")))
+    url = await ups.serve(handler)
+    backend = await ups.backend(Upstream(url.replace("http://", "http://user:pw@"), "m"))
+    assert (await backend.generate("proposer", MESSAGES, SAMPLING, n=1)).completions[0].text == "4"
+    assert seen[0].headers["authorization"] == "Basic dXNlcjpwdw=="  # user:pw
+    assert seen[0].headers["host"] == url.removeprefix("http://").removesuffix("/v1")
