@@ -43,6 +43,7 @@ from serving.backends.openai_errors import raise_status, stream_error
 from serving.backends.tokenizer import LocalTokenizer
 from serving.backends.upstream_client import (
     Method,
+    Response,
     RetryKind,
     UpstreamClient,
     Where,
@@ -230,7 +231,7 @@ class OpenAIBackend:
                                            timeout=self._client.quick_timeout if quick else None, retry=not quick)
         return await self._read_body(target, response)
 
-    async def _read_body(self, target: _Target, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, target: _Target, response: Response) -> bytes:
         """The body of a 200 response; any other status raises its domain error. The response is released
         (its connection closed when the body was not read to its end, e.g. on cancellation)."""
         if response.status != 200:
@@ -376,7 +377,7 @@ class OpenAIBackend:
                 raise
             return await call(replace(sampling, max_tokens=None))
 
-    async def _open_stream(self, target: _Target, body: bytes) -> aiohttp.ClientResponse:
+    async def _open_stream(self, target: _Target, body: bytes) -> Response:
         """The 200 response of a streamed request, body unread."""
         self._require_started()
         response = await self._client.open("POST", target.chat_url, _headers(target), body, target.where)

@@ -1,7 +1,10 @@
-"""The HTTP client every upstream call goes through: aiohttp, plus the rules real networks need.
+"""The HTTP client every upstream call goes through, plus the rules real networks need.
 
-- One pool of keep-alive connections for all upstreams (aiohttp's TCPConnector); https works as in
-  any aiohttp client, and HTTP(S)_PROXY / NO_PROXY are read once per upstream (`proxy_for`), not on
+- Two transports behind one `open()`: http:// upstreams without a proxy or credentials in the URL
+  (vLLM on the same host or cluster: the common case, where the latency at concurrency 1 counts) go
+  through plain_http.py, a lean HTTP/1.1 pool; the others through aiohttp, whose generality costs
+  about 0.3 ms an upstream call at concurrency 1 (bench/README.md, "Which transport"). Both pool
+  keep-alive connections; HTTP(S)_PROXY / NO_PROXY are read once per upstream (`proxy_for`), not on
   every request.
 - A call whose connection dropped before any byte of the response arrived (typically a pooled
   connection the upstream closed while idle, just as it was reused) is sent once more at once, on a
@@ -22,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from aiohttp import helpers
 from yarl import URL
 
+from serving.backends.plain_http import PlainHTTPPool
 from serving.errors import BackendError, UpstreamTimeout, UpstreamUnavailable
 
 # vLLM's server (uvicorn) drops idle connections after 5 s; keep ours for less, so that the
@@ -42,6 +47,33 @@ _BACKOFF_CAP = 2.0
 
 RetryKind = Literal["disconnected", "connect", "status"]
 Method = Literal["GET", "POST"]
+
+
+class Content(Protocol):
+    """A response body, read as aiohttp's StreamReader is."""
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class Response(Protocol):
+    """What `open()` returns: an aiohttp.ClientResponse, or plain_http's lean equivalent."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def content(self) -> Content: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +114,7 @@ def transport_error(exc: BaseException, where: Where) -> BackendError:
     return UpstreamUnavailable("the upstream model server failed", detail=detail)
 
 
-async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
+async def read_error_body(response: Response) -> bytes:
     """An error response's body (its first 64 KiB), the response released."""
     try:
         return await response.content.read(_MAX_ERROR_BODY)
@@ -106,6 +138,7 @@ class UpstreamClient:
         self._backoff = backoff
         self._pooled: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
+        self._plain: PlainHTTPPool | None = None
         self.retried: Counter[RetryKind] = Counter()
         """Calls sent again, by why: the connection dropped before the answer, connecting failed,
         the upstream answered 502/503."""
@@ -122,30 +155,44 @@ class UpstreamClient:
         if self._pooled is None:
             self._pooled = self._session(force_close=False)
             self._fresh = self._session(force_close=True)
+            self._plain = PlainHTTPPool(max_connections=self._max_connections, keepalive_expiry=_KEEPALIVE_EXPIRY)
 
     async def close(self) -> None:
         """Close every connection; requests still in flight fail."""
         sessions, self._pooled, self._fresh = (self._pooled, self._fresh), None, None
+        if self._plain is not None:
+            self._plain.close()
+            self._plain = None
         for session in sessions:
             if session is not None:
                 await session.close()
 
     async def open(self, method: Method, url: URL, headers: dict[str, str], body: bytes | None, where: Where,
-                   *, timeout: aiohttp.ClientTimeout | None = None, retry: bool = True) -> aiohttp.ClientResponse:
+                   *, timeout: aiohttp.ClientTimeout | None = None, retry: bool = True) -> Response:
         """Send one request; the response once its head arrived, its body unread (close or release it).
 
         Any status comes back (502/503 once the retries are spent); failures to get one raise the domain
         error. `retry=False` skips the back-off retries (health checks report what they see)."""
-        if self._pooled is None or self._fresh is None:
+        if self._pooled is None or self._fresh is None or self._plain is None:
             raise RuntimeError("UpstreamClient used before start() or after close()")
+        timeout = timeout or self._timeout
+        # Credentials in the URL (Basic auth) are aiohttp's to send.
+        plain = self._plain if url.scheme == "http" and where.proxy is None and url.user is None else None
         fresh = False
         attempt = 0
         while True:
             session = self._fresh if fresh else self._pooled
             try:
-                response = await session.request(method, url, headers=headers, data=body,
-                                                 timeout=timeout or self._timeout,
-                                                 proxy=where.proxy, proxy_auth=where.proxy_auth)
+                response: Response
+                if plain is not None:
+                    # Each wait is bounded by the read timeout, or by the whole one where only that is set.
+                    response = await plain.open(method, url, headers, body, fresh=fresh,
+                                                read_timeout=timeout.sock_read or timeout.total,
+                                                pool_timeout=timeout.connect or timeout.total,
+                                                connect_timeout=timeout.sock_connect or timeout.total)
+                else:
+                    response = await session.request(method, url, headers=headers, data=body, timeout=timeout,
+                                                     proxy=where.proxy, proxy_auth=where.proxy_auth)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # A TLS failure (a certificate refused) will fail the same way again.
                 if not retry or attempt >= self._retries or isinstance(exc, aiohttp.ClientSSLError):

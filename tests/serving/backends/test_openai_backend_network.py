@@ -167,3 +167,32 @@ async def test_https_upstreams_verify_certificates(ups: Upstreams, self_signed: 
             await ask(backend, streamed=False)
     assert "certificate" in (caught.value.detail or "").lower()
     assert backend.retried.total() == 0  # a refused certificate is refused again
+
+
+async def test_a_call_waits_for_a_free_connection_no_longer_than_the_timeout(ups: Upstreams) -> None:
+    asked = asyncio.Event()
+
+    async def hold(_: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")  # a stream that never goes on
+        asked.set()
+
+    async with serving(hold) as server:
+        backend = await ups.backend(Upstream(server.url + "/v1", "m"), max_connections=1, timeout=0.3, retries=0)
+        held = backend.stream("proposer", MESSAGES, SAMPLING)
+        waiting = asyncio.create_task(anext(held))
+        await asked.wait()  # the one connection is taken
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(backend.generate("proposer", MESSAGES, SAMPLING, n=1), 5)
+        assert server.connections == 1
+        with pytest.raises(UpstreamTimeout):
+            await waiting
+        await held.aclose()
+
+
+async def test_credentials_in_the_upstream_url_are_sent_as_basic_auth(ups: Upstreams) -> None:
+    seen, handler = recording(lambda _: httpx.Response(200, json=completion("4")))
+    url = await ups.serve(handler)
+    backend = await ups.backend(Upstream(url.replace("http://", "http://user:pw@"), "m"))
+    assert (await backend.generate("proposer", MESSAGES, SAMPLING, n=1)).completions[0].text == "4"
+    assert seen[0].headers["authorization"] == "Basic dXNlcjpwdw=="  # user:pw
+    assert seen[0].headers["host"] == url.removeprefix("http://").removesuffix("/v1")
