@@ -35,11 +35,11 @@ from serving.backends.base import (
     Role,
     Sampling,
     StreamDelta,
-    ToolCall,
     Tools,
     Usage,
 )
 from serving.backends.openai_errors import raise_status, stream_error
+from serving.backends.openai_wire import CallDeltas, dumps, request_body, tool_calls_of, usage_of
 from serving.backends.tokenizer import LocalTokenizer
 from serving.backends.upstream_client import (
     Method,
@@ -56,7 +56,6 @@ from serving.format import Message
 from serving.request_context import request_id
 
 _T = TypeVar("_T")
-_STREAM_OPTIONS = {"include_usage": True}
 # What a server without vLLM's /tokenize answers there.
 _NO_TOKENIZE = (404, 405, 501)
 
@@ -86,42 +85,6 @@ class _Target:
     headers: dict[str, str]
     max_model_len: int | None = None
     """The context the upstream declares in its /models entry (vLLM does), when it was asked."""
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body)
-
-
-def _usage(data: Any) -> Usage:
-    # An upstream that reports no usage still cost one request; its token counts are unknown, so 0.
-    counts = data if isinstance(data, dict) else {}
-    return Usage(counts.get("prompt_tokens") or 0, counts.get("completion_tokens") or 0, requests=1)
-
-
-def _tool_calls(calls: Any) -> tuple[ToolCall, ...]:
-    """A message's `tool_calls` (absent or null: none)."""
-    return tuple(ToolCall(str(c["id"]), str(c["function"]["name"]), str(c["function"].get("arguments") or ""))
-                 for c in calls or ())
-
-
-class _CallDeltas:
-    """A stream's tool-call deltas joined by index: the first delta of a call names it, later ones
-    add pieces of its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: dict[int, dict[str, str]] = {}
-
-    def add(self, deltas: Any) -> None:
-        for delta in deltas:
-            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
-                                         {"id": "", "name": "", "arguments": ""})
-            function = delta.get("function") or {}
-            call["id"] = delta.get("id") or call["id"]
-            call["name"] += function.get("name") or ""
-            call["arguments"] += function.get("arguments") or ""
-
-    def joined(self) -> tuple[ToolCall, ...]:
-        return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.items()))
 
 
 def _context(entry: Any) -> int | None:
@@ -255,29 +218,9 @@ class OpenAIBackend:
     @staticmethod
     def _body(target: _Target, messages: Sequence[Message], sampling: Sampling, n: int,
               stream: bool = False) -> bytes:
-        body: dict[str, Any] = {"model": target.model,
-                                "messages": messages if isinstance(messages, list) else list(messages),
-                                "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p}
-        if OpenAIBackend._capped(target, sampling):
-            # One that the declared context cannot hold is left out: the upstream then generates what fits.
-            body["max_tokens"] = sampling.max_tokens
-        if sampling.stop:
-            body["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        if sampling.presence_penalty:
-            body["presence_penalty"] = sampling.presence_penalty
-        if sampling.frequency_penalty:
-            body["frequency_penalty"] = sampling.frequency_penalty
-        if sampling.tools is not None:
-            body["tools"] = list(sampling.tools.definitions)
-            body["tool_choice"] = sampling.tools.choice
-            if sampling.tools.parallel is not None and sampling.tools.choice != "none":
-                body["parallel_tool_calls"] = sampling.tools.parallel
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = _STREAM_OPTIONS
-        return _dumps(body)
+        # A max_tokens that the declared context cannot hold is left out: the upstream then generates what fits.
+        return request_body(target.model, messages, sampling, n,
+                            send_max_tokens=OpenAIBackend._capped(target, sampling), stream=stream)
 
     async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling,
                        n: int) -> Generation:
@@ -289,14 +232,14 @@ class OpenAIBackend:
             data = orjson.loads(content)
             choices = sorted(data["choices"], key=lambda choice: choice["index"])
             completions = [Completion(c["message"].get("content") or "", c.get("finish_reason"),
-                                      _tool_calls(c["message"].get("tool_calls"))) for c in choices]
+                                      tool_calls_of(c["message"].get("tool_calls"))) for c in choices]
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise UpstreamUnavailable("the upstream model server sent an unreadable completion",
                                       detail=f"upstream {target.where.label}: {exc!r}") from exc
         if len(completions) != n:
             raise UpstreamUnavailable(f"the upstream model server returned {len(completions)} choices for n={n}",
                                       detail=f"upstream {target.where.label} (does it support n?)")
-        return Generation(completions, _usage(data.get("usage")))
+        return Generation(completions, usage_of(data.get("usage")))
 
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
@@ -306,7 +249,7 @@ class OpenAIBackend:
             target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
-        calls = _CallDeltas()
+        calls = CallDeltas()
         done = ended = False
         # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
         # and with it the connection: vLLM sees the disconnect and aborts the request.
@@ -345,7 +288,7 @@ class OpenAIBackend:
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                     if chunk.get("usage"):
-                        usage = _usage(chunk["usage"])
+                        usage = usage_of(chunk["usage"])
                 if pieces:
                     yield StreamDelta(pieces[0] if len(pieces) == 1 else "".join(pieces))
             ended = True
@@ -408,7 +351,7 @@ class OpenAIBackend:
         request: dict[str, Any] = {"model": target.model, "messages": list(messages), "add_generation_prompt": True}
         if tools is not None:
             request["tools"] = list(tools.definitions)
-        body = _dumps(request)
+        body = dumps(request)
         response = await self._client.open("POST", target.tokenize_url, _headers(target), body, target.where)
         if response.status in _NO_TOKENIZE:
             await read_error_body(response)
