@@ -54,8 +54,11 @@ async def test_a_client_leaving_mid_stream_is_counted_as_cancelled() -> None:
         writer.write(b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
         await reader.readuntil(b"content")
         writer.close()
-        await asyncio.sleep(0.1)
-        stats = json.loads(await get_json_bytes(port, "/stats"))
+        # The stub sees the close when its next token fails to go out: ask until it has counted it.
+        deadline = asyncio.get_running_loop().time() + 5
+        while (stats := json.loads(await get_json_bytes(port, "/stats")))["cancelled"] == 0:
+            assert asyncio.get_running_loop().time() < deadline, stats
+            await asyncio.sleep(0.01)
     assert stats["cancelled"] == 1 and stats["completed"] == 0
 
 

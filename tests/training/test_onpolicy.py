@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -66,8 +65,7 @@ async def test_refused_queries_are_skipped_other_errors_stop_the_build() -> None
     failing = ScriptedBackend(reply=draft, fail_on_call=2, error=BackendError("engine died"), delay=0.01)
     with pytest.raises(BackendError, match="engine died"):
         await on_policy_samples(failing, ROWS, 2, SAMPLING, concurrency=4)
-    await asyncio.sleep(0.05)
-    assert failing.cancelled > 0  # the other in-flight requests were cancelled, not left running
+    assert failing.cancelled > 0  # the other in-flight requests were cancelled (and awaited), not left running
 
 
 async def test_bad_rows_and_options_are_refused_before_any_request() -> None:
