@@ -95,7 +95,7 @@ class Metrics:
         for kind in _ERROR_KINDS.values():
             self.backend_errors.labels(kind)
         r.register(_Retries(retries))
-        # Children of the labels every answer records, looked up once (labels() costs more than inc()).
+        # Children of the labels every answer records, looked up once, not per answer.
         self._by_stage = {stage: (self.tokens.labels(stage, "prompt"), self.tokens.labels(stage, "completion"),
                                   self.backend_requests.labels(stage), self.stage_duration.labels(stage))
                           for stage in ("proposals", "aggregation", "final")}

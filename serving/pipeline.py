@@ -219,7 +219,7 @@ class Pipeline:
         With `live_drafts`, every draft's text comes too (DraftDelta), before its round's LayerDone."""
         if budget is Plan.LATER:
             return self._plan_then_stream(conversation, params, n, live_drafts)
-        # The generator itself, not a wrapper re-yielding it: one layer less for every token.
+        # The generator itself, not a wrapper re-yielding it: every token passes through as few layers as can be.
         if n == 1:
             return self._stream_one(conversation, params, 0, budget, live_drafts)
         return merge_streams([self._stream_one(conversation, params, i, budget, live_drafts) for i in range(n)])

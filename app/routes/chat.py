@@ -26,5 +26,5 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         completion = await cancel_on_disconnect(request.receive, chat.complete(body))
     except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; the status is for access logs
-    # pydantic's own serializer: one pass in Rust, a third of model_dump + json.dumps.
+    # pydantic's own serializer, straight to JSON bytes (no dict in between).
     return Response(completion.model_dump_json(exclude_none=True), media_type="application/json")

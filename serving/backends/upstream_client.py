@@ -2,8 +2,8 @@
 
 - Two transports behind one `open()`: http:// upstreams without a proxy or credentials in the URL
   (vLLM on the same host or cluster: the common case, where the latency at concurrency 1 counts) go
-  through plain_http.py, a lean HTTP/1.1 pool; the others through aiohttp, whose generality costs
-  about 0.3 ms an upstream call at concurrency 1 (bench/README.md, "Which transport"). Both pool
+  through plain_http.py, a lean HTTP/1.1 pool; the others through aiohttp, which alone missed the
+  service's latency target at concurrency 1 (bench/README.md, "Which transport"). Both pool
   keep-alive connections; HTTP(S)_PROXY / NO_PROXY are read once per upstream (`proxy_for`), not on
   every request.
 - A call whose connection dropped before any byte of the response arrived (typically a pooled
@@ -96,7 +96,7 @@ class Where:
 
 def proxy_for(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The proxy (and its credentials) the environment names for `url`, as aiohttp's trust_env would
-    find them on every request (which costs about 90 µs a call)."""
+    find them, read once per upstream rather than on every request."""
     try:
         return helpers.get_env_proxy_for_url(url)
     except LookupError:

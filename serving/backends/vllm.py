@@ -53,9 +53,9 @@ if TYPE_CHECKING:
 _THREAD_TOKENIZE_CHARS = 8192
 """Prompts longer than this (characters) are tokenized in a worker thread.
 
-Measured here: render + encode costs ~0.25 µs a character (a 90k-character prompt held
-the event loop ~20 ms, stalling every stream), a thread hop ~80 µs. Fast tokenizers
-release the GIL and vLLM's tokenizer is a thread-safe pool, so offloading is safe.
+A long prompt tokenized on the event loop would stall every stream while it runs; a short one
+costs less than the hop to a thread. Fast tokenizers release the GIL and vLLM's tokenizer is a
+thread-safe pool, so offloading is safe.
 """
 
 _COUNTED_TOKENS = 1 << 18
