@@ -31,7 +31,11 @@ class Service:
         self.base_url = base_url
         self.engine_metrics_url = engine_metrics_url
         self.client = openai.OpenAI(base_url=base_url, api_key="test", max_retries=0)
-        self.async_client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+
+    def async_client(self) -> openai.AsyncOpenAI:
+        """A client of the calling test's own event loop (each async test runs in a loop of its own, and a
+        pooled connection of a closed loop cannot be used or closed)."""
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key="test", max_retries=0)
 
     def engine(self, name: str, **labels: str) -> float:
         """Sum of the samples of an engine metric whose labels include `labels`."""
@@ -100,10 +104,11 @@ def test_pipeline_shape_from_extra_body(service: Service, aft: dict[str, int], n
 
 async def test_streaming_delivers_tokens_and_usage(service: Service) -> None:
     generated = service.engine("vllm:generation_tokens_total")
-    stream = await service.async_client.chat.completions.create(
-        model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True},
-        max_tokens=16, extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 8}})
-    chunks = [chunk async for chunk in stream]
+    async with service.async_client() as client:
+        stream = await client.chat.completions.create(
+            model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True},
+            max_tokens=16, extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 8}})
+        chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 2  # token by token, not one buffered chunk
@@ -166,10 +171,11 @@ def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> No
 
 async def test_drafts_stream_as_reasoning_before_the_answer(service: Service) -> None:
     requests, generated = service.engine("vllm:request_params_n_count"), service.engine("vllm:generation_tokens_total")
-    stream = await service.async_client.chat.completions.create(
-        model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True}, max_tokens=8,
-        extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 16, "reasoning": True}})
-    chunks = [chunk async for chunk in stream]
+    async with service.async_client() as client:
+        stream = await client.chat.completions.create(
+            model="aft", messages=QUESTION, stream=True, stream_options={"include_usage": True}, max_tokens=8,
+            extra_body={"aft": {"proposals": 3, "rounds": 1, "proposal_max_tokens": 16, "reasoning": True}})
+        chunks = [chunk async for chunk in stream]
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     reasoning = [(d.model_extra or {}).get("reasoning") for d in deltas]
     first_content = next(i for i, d in enumerate(deltas) if d.content)
