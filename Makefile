@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration demo playground toy toy-ship lint bench soak clean
+.PHONY: install test race unit integration demo playground toy toy-ship lint bench soak clean
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
+# `race` tests need a CPU vLLM engine to still be generating when the test acts (a killed engine core, a
+# closed stream): on two loaded cores the engine often finishes first, whatever our code does (each test
+# says why), so the suite leaves them to `make race`; the behaviour they check has unit tests too.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not race"
+
+race: install
+	$(BIN)/python -m pytest -q -m race
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration"

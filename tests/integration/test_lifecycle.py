@@ -86,6 +86,7 @@ def _requests_in_flight(metrics: str) -> float:
                if s.name == "aft_requests_in_flight")
 
 
+@pytest.mark.race
 def test_a_dead_engine_fails_the_request_and_health_and_exits_non_zero(tiny_model: Path, tmp_path: Path) -> None:
     port = free_port()
     command = aft_serve_command(port, "--backend", "vllm", "--model", str(tiny_model), "--served-model-name", "aft",

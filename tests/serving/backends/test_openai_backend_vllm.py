@@ -88,6 +88,7 @@ async def outcome(base_url: str, before: tuple[float, float]) -> str:
     return "ended early" if generated - before[1] < LONG.max_tokens else "ran to the end"  # type: ignore[operator]
 
 
+@pytest.mark.race
 async def test_closing_a_stream_aborts_the_engine_request(backend: OpenAIBackend, vllm_server: str) -> None:
     # Up to six tries, passing on the first abort. A try proves nothing when greedy decoding ends
     # early; and on two loaded cores vLLM's API server can hand out a stream's first text only after
