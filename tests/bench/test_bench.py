@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 
 from bench.client import Connection, get_json_bytes
 from bench.loadgen import direct_answer, percentile, run_load
-from bench.stub import StubServer, Timing
-from scripts.launch import free_port
-
-
-@contextlib.asynccontextmanager
-async def stub(timing: Timing) -> AsyncIterator[int]:
-    port = free_port()
-    task = asyncio.create_task(StubServer(timing).serve(port, lifetime=30))
-    for _ in range(100):
-        with contextlib.suppress(OSError):
-            await get_json_bytes(port, "/health")
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield port
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+from bench.stub import Timing
+from tests.bench.inprocess import stub
 
 
 async def test_direct_answers_take_the_stubs_time_and_its_requests() -> None:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bench.client import Connection, HTTPError, get_json_bytes
-from bench.stub import Faults, StubServer, Timing
-from scripts.launch import free_port
+from bench.stub import Faults, Timing
+from tests.bench.inprocess import stub as stub_with
 
 FAST = Timing(ttft=0.001, tpot=0.001, tokens=8)
 CHAT = "/v1/chat/completions"
@@ -25,19 +25,8 @@ def body(stream: bool) -> bytes:
 
 @contextlib.asynccontextmanager
 async def stub(faults: Faults) -> AsyncIterator[int]:
-    port = free_port()
-    task = asyncio.create_task(StubServer(FAST, faults).serve(port, lifetime=30))
-    for _ in range(100):
-        with contextlib.suppress(OSError):
-            await get_json_bytes(port, "/health")
-            break
-        await asyncio.sleep(0.02)
-    try:
+    async with stub_with(FAST, faults) as port:
         yield port
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def faults_injected(port: int) -> dict[str, int]:
