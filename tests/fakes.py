@@ -92,14 +92,18 @@ class ScriptedBackend:
         prompt = sum(len(m["content"]) for m in call.messages)
         return Usage(prompt, sum(len(t.split()) for t in texts), 1)
 
-    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
-        call = Call(role, list(messages), sampling, n, False)
-        self._record(call)
+    async def _wait(self) -> None:
+        """Before a request answers: `delay` seconds; a cancellation meanwhile is counted."""
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+
+    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
+        call = Call(role, list(messages), sampling, n, False)
+        self._record(call)
+        await self._wait()
         texts = [self.reply(call, i) for i in range(n)]
         return Generation([Completion(t, "stop") for t in texts], self.usage(call, texts))
 

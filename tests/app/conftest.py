@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
-from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta
+from serving.backends.base import Role, Sampling, StreamDelta
 from serving.format import Message
 from tests.fakes import MODEL, Call, ScriptedBackend
 
@@ -46,13 +46,6 @@ class GatedBackend(ScriptedBackend):
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
-
-    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
-        call = Call(role, list(messages), sampling, n, False)
-        self._record(call)
-        await self._wait()
-        texts = [self.reply(call, i) for i in range(n)]
-        return Generation([Completion(t, "stop") for t in texts], self.usage(call, texts))
 
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
