@@ -45,6 +45,12 @@ class PipelineParams:
     """Sampling of round 0 and the intermediate rounds (reference: temperature 0.7, top_p 0.95)."""
     final_sampling: Sampling
     """Sampling of the final answer (reference: temperature 0.7, top_p 1.0)."""
+    early_exit: float | None = None
+    """Stop after a round whose drafts agree: the share of the N drafts (0 < x <= 1; 1.0 is "all")
+    that must be identical after whitespace normalisation; the agreed draft is the answer. None: off."""
+    subset: int | None = None
+    """K: every aggregation reads a random K of the round before's N outputs (Recursive
+    Self-Aggregation). None (or K >= N) reads all N, the paper's AFT."""
 
 
 @dataclass
@@ -118,6 +124,8 @@ class Answer:
     """The calls the final answer made (finish_reason "tool_calls")."""
     seconds_by_round: list[float] = field(default_factory=list)
     """How long each round took, the final answer last (as usage_by_round)."""
+    early_exit_round: int | None = None
+    """The round whose agreeing drafts became the answer (no final aggregation ran); None otherwise."""
 
 
 def _draft(completion: Completion) -> str:
