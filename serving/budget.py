@@ -8,6 +8,9 @@ draft's max_tokens is capped at D so that, with C the context length,
     A + N * D + F <= C    the final aggregation: N drafts and the answer's F tokens
     A + N * D + D <= C    an intermediate aggregation: N drafts in, drafts of D tokens out
 
+With subset aggregation (K < N, serving/subset.py) every aggregation prompt holds K drafts, not N:
+K takes N's place above, so N may grow past what one prompt holds.
+
 F is the request's max_tokens for the answer. Without one the answer is reserved one draft's
 length (F = D; an answer aggregates drafts) and gets whatever else fits, as the backend clamps
 it to the context. The proposer prompt is counted too (the proposer may be another model):
@@ -63,12 +66,15 @@ class DraftBudget:
 
 async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposals: int,
                       draft_max_tokens: int | None, answer_max_tokens: int | None, *, rounds: int,
-                      min_draft_tokens: int, tools: Tools | None = None) -> DraftBudget | None:
+                      min_draft_tokens: int, tools: Tools | None = None,
+                      subset: int | None = None) -> DraftBudget | None:
     """The drafts' budget for this conversation, or None when there are no drafts (rounds = 0)
-    or the backend cannot count. Raises ContextLengthExceeded when not even a small draft fits."""
+    or the backend cannot count. `subset`: K, the drafts each aggregation reads (None: all N).
+    Raises ContextLengthExceeded when not even a small draft fits."""
     if rounds == 0:
         return None
-    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * proposals),
+    per_prompt = proposals if subset is None else min(subset, proposals)
+    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * per_prompt),
                                            tools)
     if aggregator is None:
         return None
@@ -77,10 +83,10 @@ async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposa
         return None
     base, context = aggregator.tokens, aggregator.context_length
     free = context - base
-    # N drafts and the answer; with no answer size given, or an intermediate round, N + 1 drafts.
-    per_draft = free // (proposals + 1)
+    # K drafts and the answer; with no answer size given, or an intermediate round, K + 1 drafts.
+    per_draft = free // (per_prompt + 1)
     if answer_max_tokens is not None:
-        by_answer = (free - answer_max_tokens) // proposals
+        by_answer = (free - answer_max_tokens) // per_prompt
         per_draft = by_answer if rounds == 1 else min(per_draft, by_answer)
     by_proposer = proposer.context_length - proposer.tokens
     draft = min(per_draft, by_proposer)
@@ -97,9 +103,10 @@ async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposa
         advice = "lower max_tokens, " if answer_max_tokens is not None else ""
         raise ContextLengthExceeded(
             f"The conversation leaves no room for drafts: the aggregation prompt has {base} tokens "
-            f"before its {proposals} drafts, the model's context length is {context}, and {answer}; "
+            f"before its {per_prompt} drafts, the model's context length is {context}, and {answer}; "
             f"that leaves {max(left, 0)} tokens, {max(draft, 0)} per draft, below the minimum of {floor}. "
-            f"Shorten the conversation, {advice}or ask for fewer proposals (aft.proposals).")
+            f"Shorten the conversation, {advice}or aggregate fewer drafts at once (aft.proposals, "
+            f"or aft.subset).")
     if draft_max_tokens is not None and draft_max_tokens <= draft:
         return DraftBudget(draft_max_tokens, False, base, context, answer_max_tokens or draft_max_tokens)
     return DraftBudget(draft, True, base, context, answer_max_tokens or draft)

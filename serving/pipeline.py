@@ -7,6 +7,10 @@ samples share one prompt is ONE backend request with n = N, so the samples share
 the prompt's KV cache. rounds = 0 is plain generation (one proposer call, N
 ignored); N = 1 with rounds >= 1 is sequential self-refinement.
 
+With `subset` K < N every aggregation reads its own random K of the N outputs before it
+(serving/subset.py): an intermediate round is then N requests of one sample. With `early_exit`
+a round whose drafts agree ends the pipeline: the agreed draft is the answer (serving/early_exit.py).
+
 With `live_drafts` a stream also yields every draft's text (DraftDelta) before the answer: the
 first draft of round 0 token by token as ONE streamed request, while the other N - 1 run as one
 request with n = N - 1 on the same prompt (serving/live_draft.py); then those N - 1 drafts, then
@@ -30,9 +34,11 @@ from typing import Literal
 
 from serving.backends.base import Backend, Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
+from serving.early_exit import AGREEING_FINISH, agreed_draft
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
+from serving.subset import aggregate_subsets, pick_subsets, subset_rng
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,11 @@ class Layer:
     """The round's drafts as generated, before any cut (what a reader of the reasoning sees)."""
     seconds: float = 0.0
     """How long the round took, from its request to its outputs fitted."""
+    subsets: list[list[str]] | None = None
+    """With subset aggregation (K < N): the K outputs each aggregation of the next round reads, cut
+    to fit its prompt (then `outputs` are the drafts as generated). None: each reads all `outputs`."""
+    agreed: int | None = None
+    """The draft the round's drafts agreed on (early exit): the answer; no round follows."""
 
 
 @dataclass
@@ -101,6 +112,8 @@ class AnswerDone:
     """The calls the final answer made (finish_reason "tool_calls")."""
     seconds_by_round: list[float] = field(default_factory=list)
     """How long each round took, the final answer last (as usage_by_round)."""
+    early_exit_round: int | None = None
+    """The round whose agreeing drafts became the answer (no final aggregation ran); None otherwise."""
 
 
 Event = LayerDone | DraftDelta | AnswerDelta | AnswerDone
@@ -144,8 +157,20 @@ def _budget_report(budget: DraftBudget | None, layers: list[Layer]) -> tuple[int
     return capped_to, sum(layer.trimmed for layer in layers)
 
 
-def _seconds(layers: list[Layer], final: float) -> list[float]:
-    return [layer.seconds for layer in layers] + [final]
+def _seconds(layers: list[Layer], final: float | None) -> list[float]:
+    return [layer.seconds for layer in layers] + ([] if final is None else [final])
+
+
+def _total(by_round: list[Usage]) -> Usage:
+    total = Usage()
+    for usage in by_round:
+        total.add(usage)
+    return total
+
+
+def _agreed(layers: list[Layer]) -> Layer | None:
+    """The last layer when its drafts agreed (early exit): the answer is its agreed draft."""
+    return layers[-1] if layers and layers[-1].agreed is not None else None
 
 
 def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
@@ -169,51 +194,80 @@ class Pipeline:
         Raises ContextLengthExceeded, before any generation, when not even short drafts fit."""
         return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
                                  params.final_sampling.max_tokens, rounds=params.rounds,
-                                 min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools)
+                                 min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools,
+                                 subset=params.subset)
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                       budget: DraftBudget | None, *, live: bool = False) -> AsyncGenerator[DraftDelta | Layer, None]:
         """Each round's Layer; with `live`, each draft's text first (round 0's first draft as it is made)."""
-        outputs: list[str] = []
         draft_sampling = params.draft_sampling
         if budget is not None:
             draft_sampling = replace(draft_sampling, max_tokens=budget.draft_max_tokens)
+        # Only the final answer may call a tool: a request with tools always runs to it.
+        share = params.early_exit if draft_sampling.tools is None and params.final_sampling.tools is None else None
+        before: Layer | None = None
         for round_ in range(params.rounds):
-            role: Role = "proposer" if round_ == 0 else "aggregator"
-            messages = (proposer_messages(conversation) if round_ == 0
-                        else aggregator_messages(conversation, outputs))
             sampling = _seeded(draft_sampling, index, round_)
             start = time.perf_counter()
-            # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
-            # generate one and repeat it (usage counts the tokens once, as they were spent).
-            copies = params.proposals if sampling.temperature == 0 else 1
             streamed = live and round_ == 0
-            if streamed:
-                generation = Generation([])
-                async with aclosing(live_round(self.backend, role, messages, sampling, index,
-                                               params.proposals // copies)) as pieces:
-                    async for piece in pieces:
-                        if isinstance(piece, DraftDelta):
-                            yield piece
-                        else:
-                            generation = piece
+            if before is not None and before.subsets is not None:
+                generation = await aggregate_subsets(self.backend, conversation, before.subsets, sampling)
+                completions = generation.completions
             else:
-                generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
-            drafts = [_draft(c) for c in generation.completions] * copies
+                role: Role = "proposer" if before is None else "aggregator"
+                messages = (proposer_messages(conversation) if before is None
+                            else aggregator_messages(conversation, before.outputs))
+                # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
+                # generate one and repeat it (usage counts the tokens once, as they were spent).
+                copies = params.proposals if sampling.temperature == 0 else 1
+                if streamed:
+                    generation = Generation([])
+                    async with aclosing(live_round(self.backend, role, messages, sampling, index,
+                                                   params.proposals // copies)) as pieces:
+                        async for piece in pieces:
+                            if isinstance(piece, DraftDelta):
+                                yield piece
+                            else:
+                                generation = piece
+                else:
+                    generation = await self.backend.generate(role, messages, sampling, n=params.proposals // copies)
+                completions = generation.completions * copies
+            drafts = [_draft(c) for c in completions]
             if live:
                 for number, text in enumerate(drafts[1:] if streamed else drafts, 1 if streamed else 0):
                     yield DraftDelta(index, round_, number, text)
-            outputs, trimmed = drafts, 0
-            if budget is not None:
-                outputs, trimmed = await fit_drafts(self.backend, conversation, outputs, budget,
-                                                    final=round_ == params.rounds - 1, tools=draft_sampling.tools)
-            yield Layer(round_, outputs, generation.usage, trimmed, drafts, time.perf_counter() - start)
+            agreed = agreed_draft(completions, share) if share is not None else None
+            if agreed is not None:
+                yield Layer(round_, drafts, generation.usage, 0, drafts, time.perf_counter() - start, agreed=agreed)
+                return
+            outputs, subsets, trimmed = await self._inputs(conversation, params, index, round_ + 1, drafts, budget)
+            before = Layer(round_, outputs, generation.usage, trimmed, drafts, time.perf_counter() - start, subsets)
+            yield before
+
+    async def _inputs(self, conversation: Sequence[Message], params: PipelineParams, index: int, round_: int,
+                      drafts: list[str], budget: DraftBudget | None) -> tuple[list[str], list[list[str]] | None, int]:
+        """What round `round_` reads of the drafts before it: (outputs, subsets, drafts cut). Each
+        aggregation's drafts are cut, when needed, to fit its prompt."""
+        final = round_ == params.rounds
+        subsets = pick_subsets(drafts, params.subset, 1 if final else params.proposals,
+                               subset_rng(params.draft_sampling.seed, index, round_))
+        if budget is None:
+            return drafts, subsets, 0
+        tools = params.draft_sampling.tools
+        if subsets is None:
+            outputs, trimmed = await fit_drafts(self.backend, conversation, drafts, budget, final=final, tools=tools)
+            return outputs, None, trimmed
+        fitted = [await fit_drafts(self.backend, conversation, subset, budget, final=final, tools=tools)
+                  for subset in subsets]
+        return drafts, [subset for subset, _ in fitted], sum(trimmed for _, trimmed in fitted)
 
     @staticmethod
     def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
         if not layers:
             return "proposer", proposer_messages(conversation)
-        return "aggregator", aggregator_messages(conversation, layers[-1].outputs)
+        last = layers[-1]
+        return "aggregator", aggregator_messages(conversation, last.outputs if last.subsets is None
+                                                 else last.subsets[0])
 
     def stream(self, conversation: Sequence[Message], params: PipelineParams, *, n: int = 1,
                budget: DraftBudget | Literal[Plan.LATER] | None = Plan.LATER,
@@ -250,6 +304,15 @@ class Pipeline:
                     continue
                 layers.append(item)
                 yield LayerDone(index, item)
+        agreed = _agreed(layers)
+        if agreed is not None:
+            assert agreed.agreed is not None
+            if text := agreed.drafts[agreed.agreed]:
+                yield AnswerDelta(index, text)
+            by_round = [layer.usage for layer in layers]
+            yield AnswerDone(index, AGREEING_FINISH, _total(by_round), by_round, *_budget_report(budget, layers),
+                             seconds_by_round=_seconds(layers, None), early_exit_round=agreed.round)
+            return
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
@@ -263,10 +326,7 @@ class Pipeline:
                 last = delta
         final_usage = (last.usage if last and last.usage else Usage(requests=1))
         by_round = [layer.usage for layer in layers] + [final_usage]
-        total = Usage()
-        for usage in by_round:
-            total.add(usage)
-        yield AnswerDone(index, last.finish_reason if last else None, total, by_round,
+        yield AnswerDone(index, last.finish_reason if last else None, _total(by_round), by_round,
                          *_budget_report(budget, layers), tool_calls=tuple(calls),
                          seconds_by_round=_seconds(layers, time.perf_counter() - start))
 
@@ -289,6 +349,13 @@ class Pipeline:
                        budget: DraftBudget | None) -> Answer:
         async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
             layers = [layer async for layer in drafts if isinstance(layer, Layer)]
+        agreed = _agreed(layers)
+        if agreed is not None:
+            assert agreed.agreed is not None
+            by_round = [layer.usage for layer in layers]
+            return Answer(index, agreed.drafts[agreed.agreed], AGREEING_FINISH, layers, _total(by_round), by_round,
+                          *_budget_report(budget, layers), seconds_by_round=_seconds(layers, None),
+                          early_exit_round=agreed.round)
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         start = time.perf_counter()
@@ -296,9 +363,6 @@ class Pipeline:
         final_seconds = time.perf_counter() - start
         completion = generation.completions[0]
         by_round = [layer.usage for layer in layers] + [generation.usage]
-        total = Usage()
-        for usage in by_round:
-            total.add(usage)
-        return Answer(index, completion.text, completion.finish_reason, layers, total, by_round,
+        return Answer(index, completion.text, completion.finish_reason, layers, _total(by_round), by_round,
                       *_budget_report(budget, layers), tool_calls=completion.tool_calls,
                       seconds_by_round=_seconds(layers, final_seconds))

@@ -1,0 +1,43 @@
+"""Early exit: a round whose drafts agree is the answer, with no further round and no final aggregation.
+
+Drafts agree when their texts are identical after whitespace normalisation (stripped, every run of
+whitespace one space). A round agrees when at least ceil(share * N) of its N drafts, and never fewer
+than two, are one text: a single draft agrees with nothing. Only drafts that ended on their own
+(finish_reason "stop") count: a draft cut by max_tokens is not an answer, and an empty one says nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from serving.backends.base import Completion
+
+AGREEING_FINISH = "stop"
+"""The finish_reason of an agreed draft, and so of the answer it becomes."""
+
+_SHARE_DIGITS = 9
+"""`share * N` is rounded to this many decimals before its ceiling: 0.7 * 10 is 7.000000000000001 in
+floats, and seven drafts are 0.7 of ten."""
+
+
+def normalise(text: str) -> str:
+    """`text` stripped, with every run of whitespace as one space: what two drafts compare by."""
+    return " ".join(text.split())
+
+
+def needed(share: float, drafts: int) -> int:
+    """How many of `drafts` drafts must agree at `share` (0 < share <= 1)."""
+    return max(2, math.ceil(round(share * drafts, _SHARE_DIGITS)))
+
+
+def agreed_draft(completions: Sequence[Completion], share: float) -> int | None:
+    """The first draft that at least `share` of `completions` agree with, or None when too few agree."""
+    if len(completions) < 2:
+        return None
+    keys = [normalise(c.text) if c.finish_reason == AGREEING_FINISH else "" for c in completions]
+    counts = Counter(key for key in keys if key)
+    need = needed(share, len(completions))
+    # With a share of one half or less two texts may both reach it: the first draft's wins.
+    return next((i for i, key in enumerate(keys) if key and counts[key] >= need), None)
