@@ -37,14 +37,14 @@ class StreamedAnswer(EventStream):
     """Create it once the request is admitted; from then on it owns the slot."""
 
     def __init__(self, events: AsyncGenerator[Event, None], renderer: ChunkRenderer, *, lifecycle: Lifecycle,
-                 metrics: Metrics, proposals: int, rounds: int, include_usage: bool, include_proposals: bool,
-                 keepalive: float) -> None:
+                 metrics: Metrics, proposals: int, rounds: int, subset: int, include_usage: bool,
+                 include_proposals: bool, keepalive: float) -> None:
         super().__init__(self._pieces(), keepalive)
         self.events = events
         self.renderer = renderer
         self.lifecycle = lifecycle
         self.metrics = metrics
-        self.proposals, self.rounds = proposals, rounds
+        self.proposals, self.rounds, self.subset = proposals, rounds, subset
         self.include_usage, self.include_proposals = include_usage, include_proposals
         self.status = "disconnected"  # until the stream says otherwise
         self.start = time.perf_counter()
@@ -75,7 +75,8 @@ class StreamedAnswer(EventStream):
                     elif isinstance(event, DraftDelta):
                         yield renderer.reasoning(event).encode()
                     elif isinstance(event, AnswerDone):
-                        self.metrics.record_answer(event.usage_by_round, event.seconds_by_round, self.rounds)
+                        self.metrics.record_answer(event.usage_by_round, event.seconds_by_round, self.rounds,
+                                                   event.early_exit_round)
                         current().add_answer(event.usage_by_round, event.seconds_by_round)
                         self.metrics.record_budget(event.drafts_capped_to, event.drafts_trimmed)
                         finish = renderer.answer_done(event)
@@ -86,7 +87,7 @@ class StreamedAnswer(EventStream):
                     elif isinstance(event, LayerDone) and self.include_proposals:
                         yield renderer.layer(event.index, event.layer).encode()
             if self.include_usage:
-                tail += renderer.usage(self.proposals, self.rounds)
+                tail += renderer.usage(self.proposals, self.rounds, self.subset)
             self.status = "200"
         except AFTError as exc:
             status, body = status_and_body(exc)

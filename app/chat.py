@@ -11,7 +11,7 @@ from app.answer_stream import StreamedAnswer
 from app.errors import ModelNotFound, status_and_body
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
-from app.params import conversation, pipeline_params
+from app.params import conversation, pipeline_params, subset_read
 from app.protocol import (
     AftAnswer,
     AftInfo,
@@ -90,7 +90,8 @@ class ChatService:
             self.metrics.answered("false", status, time.perf_counter() - start)
             access.outcome = status
         for answer in answers:
-            self.metrics.record_answer(answer.usage_by_round, answer.seconds_by_round, params.rounds)
+            self.metrics.record_answer(answer.usage_by_round, answer.seconds_by_round, params.rounds,
+                                       answer.early_exit_round)
             self.metrics.record_budget(answer.drafts_capped_to, answer.drafts_trimmed)
             access.add_answer(answer.usage_by_round, answer.seconds_by_round)
         return _completion(f"chatcmpl-{access.request_id}", request, params, answers,
@@ -111,7 +112,7 @@ class ChatService:
         self.lifecycle.admit()
         return StreamedAnswer(
             events, renderer, lifecycle=self.lifecycle, metrics=self.metrics,
-            proposals=params.proposals, rounds=params.rounds,
+            proposals=params.proposals, rounds=params.rounds, subset=subset_read(params),
             include_usage=bool(options and options.include_usage),
             include_proposals=bool(request.aft and request.aft.include_proposals),
             keepalive=self.settings.stream_keepalive)
@@ -130,7 +131,7 @@ def _message(answer: Answer, reasoning: bool) -> ResponseMessage:
 def _completion(completion_id: str, request: ChatCompletionRequest, params: PipelineParams,
                 answers: list[Answer], *, reasoning: bool) -> ChatCompletion:
     usage = UsageInfo()
-    info = AftInfo(proposals=params.proposals, rounds=params.rounds, answers=[])
+    info = AftInfo(proposals=params.proposals, rounds=params.rounds, subset=subset_read(params), answers=[])
     include = bool(request.aft and request.aft.include_proposals)
     for answer in answers:
         usage.prompt_tokens += answer.usage.prompt_tokens
@@ -142,7 +143,8 @@ def _completion(completion_id: str, request: ChatCompletionRequest, params: Pipe
                             for i, u in enumerate(answer.usage_by_round)],
             layers=[AftLayer(round=layer.round, outputs=layer.outputs) for layer in answer.layers]
             if include else None,
-            drafts_capped_to=answer.drafts_capped_to, drafts_trimmed=answer.drafts_trimmed))
+            drafts_capped_to=answer.drafts_capped_to, drafts_trimmed=answer.drafts_trimmed,
+            early_exit_round=answer.early_exit_round))
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
     return ChatCompletion(
         id=completion_id, model=request.model, usage=usage, aft=info,

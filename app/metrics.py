@@ -87,6 +87,9 @@ class Metrics:
                                      "below the max_tokens they asked for.", registry=r)
         self.drafts_trimmed = Counter("aft_drafts_trimmed", "Drafts cut so that an aggregation prompt fits "
                                       "the context.", registry=r)
+        self.early_exits = Counter("aft_early_exits", "Answers whose drafts agreed (aft.early_exit), by the "
+                                   "round they agreed at: no later round and no final aggregation ran.",
+                                   ["round"], registry=r)
         self.stage_duration = Histogram("aft_stage_duration_seconds", "Time of each pipeline round: the "
                                         "proposals, each intermediate aggregation, the final answer.",
                                         ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -111,8 +114,11 @@ class Metrics:
         self.requests.labels(stream, status).inc()
         self._latency[stream].observe(seconds)
 
-    def record_answer(self, usage_by_round: list[Usage], seconds_by_round: list[float], rounds: int) -> None:
-        """Count an answer's tokens, engine requests and round durations by stage."""
+    def record_answer(self, usage_by_round: list[Usage], seconds_by_round: list[float], rounds: int,
+                      early_exit_round: int | None = None) -> None:
+        """Count an answer's tokens, engine requests and round durations by stage, and its early exit."""
+        if early_exit_round is not None:
+            self.early_exits.labels(str(early_exit_round)).inc()
         for round_, usage in enumerate(usage_by_round):
             prompt, completion, requests, _ = self._by_stage[stage_of(round_, rounds)]
             prompt.inc(usage.prompt_tokens)

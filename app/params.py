@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.protocol import ChatCompletionRequest, ChatMessage
+from app.protocol import AftOptions, ChatCompletionRequest, ChatMessage
 from app.settings import Settings
 from serving.backends.base import Sampling, Tools
 from serving.errors import InvalidRequest
@@ -62,6 +62,13 @@ def tools(request: ChatCompletionRequest, settings: Settings) -> tuple[Tools | N
     return drafts, Tools(definitions, wire, request.parallel_tool_calls)
 
 
+def early_exit(aft: AftOptions | None, settings: Settings) -> float | None:
+    """The share of drafts that must agree to stop early: the request's (null or false: off), else the server's."""
+    if aft is None or "early_exit" not in aft.model_fields_set:
+        return settings.early_exit
+    return 1.0 if aft.early_exit == "all" else aft.early_exit or None
+
+
 def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> PipelineParams:
     """Resolve request options against server defaults; out-of-range values name their parameter."""
     aft = request.aft
@@ -70,6 +77,9 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
     _bounded(proposals, settings.max_proposals, "aft.proposals", "proposals")
     _bounded(rounds, settings.max_rounds, "aft.rounds", "rounds")
     _bounded(request.n, settings.max_n, "n", "answers per request")
+    subset = aft.subset if aft else None
+    if subset is not None:
+        _bounded(subset, settings.max_proposals, "aft.subset", "drafts per aggregation")
     if request.max_tokens is not None and request.max_completion_tokens is not None \
             and request.max_tokens != request.max_completion_tokens:
         raise InvalidRequest("max_tokens and max_completion_tokens disagree; send one of them",
@@ -103,4 +113,10 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         seed=request.seed,
         tools=draft_tools,
     )
-    return PipelineParams(proposals=proposals, rounds=rounds, draft_sampling=drafts, final_sampling=final)
+    return PipelineParams(proposals=proposals, rounds=rounds, draft_sampling=drafts, final_sampling=final,
+                          early_exit=early_exit(aft, settings), subset=subset)
+
+
+def subset_read(params: PipelineParams) -> int:
+    """How many drafts each aggregation reads: K, or all N."""
+    return params.proposals if params.subset is None else min(params.subset, params.proposals)

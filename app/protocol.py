@@ -8,9 +8,9 @@ never silently dropped.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TextPart(BaseModel):
@@ -91,6 +91,22 @@ class AftOptions(BaseModel):
     include_proposals: bool = Field(False, description="Return every round's outputs with the answer.")
     reasoning: bool | None = Field(None, description="Send every round's drafts as the answer's reasoning "
                                    "(`reasoning` and `reasoning_content`) before its content; default: the server's.")
+    early_exit: Annotated[float, Field(gt=0, le=1)] | Literal["all", False] | None = Field(
+        None, description="Stop after a round whose drafts agree (identical after whitespace normalisation): "
+        "\"all\", or the share of the N drafts that must agree; the agreed draft is the answer. false or "
+        "null: off. Default: the server's.")
+    subset: int | None = Field(None, ge=1, description="K: every aggregation reads a random K of the round "
+                               "before's N outputs (Recursive Self-Aggregation). Default: all N.")
+
+    @field_validator("early_exit", mode="before")
+    @classmethod
+    def _share(cls, value: object) -> object:
+        # One clear message for every bad value, rather than one per member of the union.
+        if value is None or value is False or value == "all":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f'must be "all", a share of the drafts above 0 and at most 1, or false; got {value!r}')
+        return value
 
 
 class ChatCompletionRequest(BaseModel):
@@ -161,6 +177,8 @@ class AftAnswer(BaseModel):
     layers: list[AftLayer] | None = None
     drafts_capped_to: int | None = Field(None, description="Drafts' max_tokens when the context budget lowered it.")
     drafts_trimmed: int = Field(0, description="Drafts cut so that an aggregation prompt fits the context.")
+    early_exit_round: int | None = Field(None, description="The round whose agreeing drafts became the answer "
+                                         "(aft.early_exit); null when the full pipeline ran.")
 
 
 class AftInfo(BaseModel):
@@ -168,6 +186,7 @@ class AftInfo(BaseModel):
 
     proposals: int
     rounds: int
+    subset: int = Field(description="Drafts each aggregation read: aft.subset, or all N.")
     answers: list[AftAnswer]
 
 

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0, le=2, description="Temperature of the final answer when the request does not say.")
     top_p: float = Field(1.0, gt=0, le=1, description="top_p of the final answer when the request does not say.")
     max_tokens: int | None = Field(None, gt=0, description="Token limit of the final answer when the request does not say (default: what fits).")
+    early_exit: float | None = Field(None, gt=0, le=1, description="Stop after a round whose drafts agree when a request does not set aft.early_exit: the share of the N drafts that must be identical after whitespace normalisation (all, or a number in (0, 1]); the agreed draft is the answer. Default: off.")
     reasoning_default: bool = Field(False, description="Stream every round's drafts as reasoning before the answer when a request does not set aft.reasoning.")
     min_draft_tokens: int = Field(32, gt=0, description="Shortest drafts worth aggregating: a request whose conversation leaves less room for each draft in the context is refused (400).")
 
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("early_exit", mode="before")
+    @classmethod
+    def _all_agree(cls, value: object) -> object:
+        return 1.0 if value == "all" else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -88,18 +88,21 @@ class ChunkRenderer:
         self.total.add(event.usage)
         answer: dict[str, Any] = {"index": event.index, "usage_by_round": rounds_usage(event.usage_by_round),
                                   "drafts_trimmed": event.drafts_trimmed}
+        # As in a non-streamed body, a field that is null is left out.
         if event.drafts_capped_to is not None:
             answer["drafts_capped_to"] = event.drafts_capped_to
+        if event.early_exit_round is not None:
+            answer["early_exit_round"] = event.early_exit_round
         self.answers.append(answer)
         return self.tool_calls(event) + self._chunk([self._choice(event.index, {}, event.finish_reason)])
 
     def layer(self, index: int, layer: Layer) -> str:
         return self._chunk([], aft={"index": index, "round": layer.round, "outputs": layer.outputs})
 
-    def usage(self, proposals: int, rounds: int) -> str:
+    def usage(self, proposals: int, rounds: int, subset: int) -> str:
         answers = sorted(self.answers, key=lambda a: a["index"])
         return self._chunk([], usage=usage_dict(self.total),
-                           aft={"proposals": proposals, "rounds": rounds, "answers": answers})
+                           aft={"proposals": proposals, "rounds": rounds, "subset": subset, "answers": answers})
 
     @staticmethod
     def error(body: ErrorResponse) -> str:

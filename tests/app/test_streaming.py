@@ -32,7 +32,7 @@ def test_usage_adds_up_the_answers_that_ended() -> None:
     renderer = ChunkRenderer("r", "m", 1, 2)
     for index in (1, 0):
         renderer.answer_done(AnswerDone(index, "stop", Usage(3, 1, 1), [Usage(3, 1, 1)]))
-    usage = json.loads(renderer.usage(proposals=3, rounds=1)[len("data: "):])
+    usage = json.loads(renderer.usage(proposals=3, rounds=1, subset=3)[len("data: "):])
     assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 6, "completion_tokens": 2,
                                                         "total_tokens": 8}
     assert [a["index"] for a in usage["aft"]["answers"]] == [0, 1]
