@@ -127,12 +127,68 @@ class MultiplicationTask:
         return self.extract(text) == problem.answer
 
 
-TASKS = ("multiplication",)
+@dataclass(frozen=True)
+class ReversalTask:
+    """A `length`-digit sequence written backwards ("Reverse 0418..." -> "...8140").
+
+    Each answer digit is a copy of one question digit, but a copy from a place that moves two
+    positions for every digit written, which a tiny model learns only roughly: at temperature
+    1 its answers slip a digit here and there, at random places, so most samples are wrong
+    somewhere while, position by position, most samples are right. A vote over whole answers
+    then has little to count, while an aggregator that reads the drafts side by side (every
+    draft as long as the answer, digit i of each at the same distance from answer digit i)
+    can write the answer none of them wrote.
+    """
+
+    length: int = 24
+    name: str = "toy reversal"
+
+    @staticmethod
+    def is_held_out(digits: str) -> bool:
+        """One sequence in 16, by a fixed hash: evaluation draws only these, training never."""
+        return int(digits) * 2654435761 % 16 == 0
+
+    @staticmethod
+    def question(digits: str) -> str:
+        return f"Reverse {digits}"
+
+    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+        rng = random.Random(seed)
+        problems: list[Problem] = []
+        while len(problems) < n:
+            digits = "".join(rng.choice("0123456789") for _ in range(self.length))
+            if self.is_held_out(digits) == held_out:
+                problems.append(Problem([{"role": "user", "content": self.question(digits)}], digits[::-1]))
+        return problems
+
+    def problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` held-out problems (never trained on), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=True)
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=False)
+
+    @staticmethod
+    def slipped(answer: str, rate: float, rng: random.Random) -> str:
+        """`answer` with slips: each digit, with chance `rate`, another digit."""
+        return "".join(rng.choice([o for o in "0123456789" if o != d]) if rng.random() < rate else d for d in answer)
+
+    def extract(self, text: str) -> str | None:
+        """The first run of digits of a response."""
+        match = _NUMBER.search(text)
+        return match.group(0) if match else None
+
+
+TASKS = ("multiplication", "reversal")
 """The names `make_task` knows (`aft eval --task`)."""
 
 
-def make_task(name: str, *, digits: int = 8) -> Task:
-    """The task called `name`; ValueError names the known ones."""
+def make_task(name: str, *, digits: int | None = None) -> Task:
+    """The task called `name` (`digits`: the number multiplied, or the sequence reversed; default the
+    task's own); ValueError names the known ones."""
     if name == "multiplication":
-        return MultiplicationTask(digits)
+        return MultiplicationTask(digits or MultiplicationTask.digits)
+    if name == "reversal":
+        return ReversalTask(digits or ReversalTask.length)
     raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")

@@ -37,9 +37,9 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from serving.backends.base import Sampling
 from serving.backends.vllm import EngineConfig, VLLMBackend
@@ -51,14 +51,31 @@ from training.export import export
 from training.results import markdown_table, write_results
 from training.rows import aft_example, mix_sft, sft_example, write_jsonl
 from training.stop import greedy_accuracy, stop_at_accuracy
-from training.tasks import MultiplicationTask, Problem
+from training.tasks import MultiplicationTask, Problem, ReversalTask, Task, majority_vote
 from training.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
 from training.train import train
 
 logger = logging.getLogger(__name__)
 
 
-def _corpus(task: MultiplicationTask, lines: int, seed: int) -> list[str]:
+class ToyTask(Task, Protocol):
+    """A task the toy recipe trains on: held-out and training problems, and slipped answers."""
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        ...
+
+    def slipped(self, answer: str, rate: float, rng: random.Random) -> str:
+        """`answer` with each digit wrong with chance `rate`, as a draft that slips."""
+        ...
+
+
+def toy_task(config: RecipeConfig) -> ToyTask:
+    """The task `config` trains on."""
+    return MultiplicationTask(config.digits) if config.task == "multiplication" else ReversalTask(config.digits)
+
+
+def _corpus(task: ToyTask, lines: int, seed: int) -> list[str]:
     """Message texts as training and serving render them: proposer and aggregator system
     messages, questions and answers."""
     rng = random.Random(seed)
@@ -72,7 +89,7 @@ def _corpus(task: MultiplicationTask, lines: int, seed: int) -> list[str]:
     return texts
 
 
-def build_tokenizer(path: str | Path, task: MultiplicationTask, *, vocab_size: int = 1024, seed: int = 0) -> Any:
+def build_tokenizer(path: str | Path, task: ToyTask, *, vocab_size: int = 1024, seed: int = 0) -> Any:
     """Train and save the toy's tokenizer (with training.tiny's chat template); returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -131,13 +148,20 @@ def build_model(path: str | Path, tokenizer: Any, shape: ModelShape, *, seed: in
 
 PLAIN_TARGETS = ("sampled", "reference")
 """What the AFT stage's plain rows can teach (RecipeConfig.aft_plain_targets)."""
+AGGREGATION_TARGETS = ("reference", "consensus")
+"""What the AFT stage's aggregation rows teach (RecipeConfig.aft_targets)."""
+TOY_TASKS = ("multiplication", "reversal")
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
-    """Every knob of the toy recipe; the defaults are the measured run (README, Results)."""
+    """Every knob of the toy recipe; the defaults are the measured multiplication run, and `RECIPES`
+    holds each task's (docs/results.md)."""
 
+    task: str = "multiplication"
+    """"multiplication" or "reversal" (training/tasks.py)."""
     digits: int = 8
+    """Digits of the number multiplied, or of the sequence reversed."""
     shape: ModelShape = ModelShape()
     seed: int = 0
     sft_examples: int = 51_200
@@ -152,6 +176,12 @@ class RecipeConfig:
     accuracy after a fixed number of steps depends on the seed (measured 75%, 88% and 80% at 800
     steps; with it 74-79% at four seeds)."""
     sft_dev_problems: int = 256
+    sft_slip_rate: float = 0.0
+    """After SFT, `sft_noise_steps` more steps on targets whose digits are each replaced by another with
+    this chance (0: none): the model keeps the task it learned, but its samples now slip at random
+    places, independently of each other, as if it had learned from transcripts with typos. (Trained
+    on such targets from the start, the model learned the task itself more slowly.)"""
+    sft_noise_steps: int = 0
     sft_check_every: int = 25
     aft_queries: int = 12_000
     """Training problems with one aggregation row each (with the plain rows, 2.6 passes at aft_steps x
@@ -169,6 +199,11 @@ class RecipeConfig:
     answer from the question alone needs the carry of the whole rest of the number."""
     aft_max_proposals: int = 4
     """Each aggregation row reads a random 1..this many of the query's drafts, so one model serves every N."""
+    aft_targets: str = "reference"
+    """What the aggregation rows teach: "reference", the correct answer (the paper's AFT), or "consensus",
+    digit by digit the answer most of the row's drafts give (ties: the first draft's). With reference
+    targets a model whose only errors are random slips learns to answer from the question and reads no
+    draft, so N cannot matter; consensus targets teach it to write what the drafts agree on."""
     aft_sft_ratio: float = 0.25
     """Plain answering rows per aggregation row, so the AFT model still answers directly."""
     aft_plain_targets: str = "sampled"
@@ -188,6 +223,9 @@ class RecipeConfig:
     top_p: float = 1.0
     proposals: int = 3
     rounds: int = 2
+    eval_proposals: tuple[int, ...] = (1, 2, 3, 4)
+    """The N `aft eval` measures (evaluate_toy)."""
+    eval_rounds: tuple[int, ...] = (1, 2)
     """Recommended in aft.json: the paper's reference default (num_aggregation = 2); a second round
     added 0.4 to 4.0 points over one at N = 3 at the four seeds measured, and 5 in a second run of
     seed 0, whose one round fell short of the bar (README, the toy recipe)."""
@@ -197,6 +235,27 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.aft_plain_targets not in PLAIN_TARGETS:
             raise ValueError(f"aft_plain_targets must be one of {PLAIN_TARGETS}, got {self.aft_plain_targets!r}")
+        if self.aft_targets not in AGGREGATION_TARGETS:
+            raise ValueError(f"aft_targets must be one of {AGGREGATION_TARGETS}, got {self.aft_targets!r}")
+        if self.task not in TOY_TASKS:
+            raise ValueError(f"task must be one of {TOY_TASKS}, got {self.task!r}")
+
+
+RECIPES = {
+    "multiplication": RecipeConfig(),
+    "reversal": RecipeConfig(
+        task="reversal", digits=16, sft_target_accuracy=0.9, sft_slip_rate=0.2, sft_noise_steps=150,
+        aft_slip_rate=0.2,
+        aft_max_proposals=8, aft_targets="consensus", proposals=5, rounds=1, eval_proposals=(1, 3, 5, 8),
+        eval_rounds=(1,)),
+}
+"""Each task's recipe: its RecipeConfig with the values measured for it (docs/results.md)."""
+
+
+def recipe(task: str, **overrides: Any) -> RecipeConfig:
+    """`task`'s recipe with `overrides` (None: keep the recipe's); SFT sees each example once."""
+    config = replace(RECIPES[task], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, sft_examples=config.sft_steps * config.sft_batch_size)
 
 
 def _train(model: Path, rows: list[dict[str, Any]], out: Path, *, steps: int, batch_size: int,
@@ -238,13 +297,23 @@ def engine_config(model: str | Path, *, seed: int = 0) -> EngineConfig:
                         seed=seed, max_num_seqs=256)
 
 
+def consensus(drafts: Sequence[str]) -> str:
+    """Digit by digit, what most `drafts` say (ties: the earliest draft's), as long as the first draft."""
+    return "".join(majority_vote([d[i] if i < len(d) else None for d in drafts]) or ""
+                   for i in range(len(drafts[0])))
+
+
 def aggregation_rows(problems: list[Problem], drafts: list[list[str]], *, max_proposals: int,
-                     seed: int) -> list[dict[str, Any]]:
-    """One aggregation row a problem over a random 1..max_proposals of its drafts; the target is
-    always the reference answer."""
+                     seed: int, targets: str = "reference") -> list[dict[str, Any]]:
+    """One aggregation row a problem over a random 1..max_proposals of its drafts; the target is the
+    reference answer, or with `targets="consensus"` what those drafts agree on (`consensus`)."""
     rng = random.Random(seed)
-    return [aft_example(p.conversation, rng.sample(d, rng.randint(1, min(max_proposals, len(d)))), p.answer)
-            for p, d in zip(problems, drafts, strict=True)]
+    rows = []
+    for problem, candidates in zip(problems, drafts, strict=True):
+        read = rng.sample(candidates, rng.randint(1, min(max_proposals, len(candidates))))
+        target = consensus(read) if targets == "consensus" else problem.answer
+        rows.append(aft_example(problem.conversation, read, target))
+    return rows
 
 
 def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
@@ -258,7 +327,7 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     out = Path(out_dir)
     work = Path(work_dir) if work_dir else out.with_name(out.name + "-work")
     work.mkdir(parents=True, exist_ok=True)
-    task = MultiplicationTask(config.digits)
+    task = toy_task(config)
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -276,10 +345,20 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     sft_rows = [sft_example(p.conversation, p.answer)
                 for p in task.training_problems(config.sft_examples, config.seed * 10 + 1)]
     dev = task.training_problems(config.sft_dev_problems, config.seed * 10 + 3)
-    stop = stop_at_accuracy(lambda model: greedy_accuracy(model, tokenizer, task, dev, max_new_tokens=task.digits + 4),
+    stop = stop_at_accuracy(lambda model: greedy_accuracy(model, tokenizer, task, dev,
+                                                          max_new_tokens=config.digits + 4),
                             target=config.sft_target_accuracy, every=config.sft_check_every)
-    sft = _train(init, sft_rows, work / "sft", steps=config.sft_steps, batch_size=config.sft_batch_size,
-                 learning_rate=config.sft_learning_rate, seed=config.seed, callbacks=(stop,))
+    noisy = config.sft_slip_rate > 0 and config.sft_noise_steps > 0
+    sft = _train(init, sft_rows, work / ("sft-clean" if noisy else "sft"), steps=config.sft_steps,
+                 batch_size=config.sft_batch_size, learning_rate=config.sft_learning_rate, seed=config.seed,
+                 callbacks=(stop,))
+    if noisy:
+        slips = random.Random(config.seed * 10 + 4)
+        noisy_rows = [sft_example(p.conversation, task.slipped(p.answer, config.sft_slip_rate, slips))
+                      for p in task.training_problems(config.sft_noise_steps * config.sft_batch_size,
+                                                      config.seed * 10 + 5)]
+        sft = _train(sft, noisy_rows, work / "sft", steps=config.sft_noise_steps, batch_size=config.sft_batch_size,
+                     learning_rate=config.sft_learning_rate, seed=config.seed)
     lap("SFT")
 
     queries = task.training_problems(config.aft_queries, config.seed * 10 + 2)
@@ -292,7 +371,8 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RecipeConfig(), *,
     drafts += [[task.slipped(q.answer, config.aft_slip_rate, rng) for _ in range(config.aft_max_proposals)]
                for q in queries[on_policy:]]
     targets = [answers[0] for answers in plain_answers] if sampled else [p.answer for p in plain]
-    rows = mix_sft(aggregation_rows(queries, drafts, max_proposals=config.aft_max_proposals, seed=config.seed),
+    rows = mix_sft(aggregation_rows(queries, drafts, max_proposals=config.aft_max_proposals, seed=config.seed,
+                                    targets=config.aft_targets),
                    [sft_example(p.conversation, t) for p, t in zip(plain, targets, strict=True) if t.strip()],
                    config.aft_sft_ratio, config.seed)
     lap("on-policy drafts")
@@ -321,6 +401,10 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
         prog=prog, description="Run the toy AFT recipe from scratch on this machine (tokenizer, tiny model, SFT, "
                                "on-policy drafts on vLLM, AFT, export with aft.json), then, unless --no-eval, "
                                "`aft eval` on held-out problems.")
+    parser.add_argument("--task", choices=TOY_TASKS, default="multiplication",
+                        help="The task and its recipe (RECIPES): multiplication, where the aggregator checks a "
+                             "draft, or reversal, where drafts slip at random places and the aggregator combines "
+                             "them (default multiplication).")
     parser.add_argument("--out", default="models/toy", help="The exported AFT checkpoint (default: models/toy).")
     parser.add_argument("--work", help="Intermediate models and rows (default: OUT-work).")
     parser.add_argument("--results", default="bench/results/toy", help="Where `aft eval` writes its results.")
@@ -329,13 +413,16 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     parser.add_argument("--problems", type=int, default=500,
                         help="Held-out problems for the evaluation (default 500: the recipe and its evaluation "
                              "take under 15 minutes on two CPU cores).")
-    defaults = RecipeConfig()
     for name in ("sft_steps", "aft_steps", "aft_queries", "seed"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
-                            help=f"Recipe: {name.replace('_', ' ')} (default {getattr(defaults, name)}).")
-    parser.add_argument("--plain-targets", choices=PLAIN_TARGETS, default=defaults.aft_plain_targets,
+        parser.add_argument("--" + name.replace("_", "-"), type=int,
+                            help=f"Recipe: {name.replace('_', ' ')} (default: the task's recipe).")
+    parser.add_argument("--plain-targets", choices=PLAIN_TARGETS,
                         help="Recipe: targets of the AFT stage's plain answering rows, the SFT model's own samples "
-                             "or the correct answers (default sampled; RecipeConfig.aft_plain_targets says why).")
+                             "or the correct answers (default: the task's recipe; RecipeConfig.aft_plain_targets "
+                             "says why).")
+    parser.add_argument("--aft-targets", choices=AGGREGATION_TARGETS,
+                        help="Recipe: targets of the aggregation rows (default: the task's recipe; "
+                             "RecipeConfig.aft_targets says why).")
     parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
     return parser
 
@@ -345,14 +432,14 @@ EVAL_SEED = 1000
 
 
 def evaluate_toy(out: Path, baseline: Path, results_dir: str | Path, *, problems: int,
-                 digits: int = RecipeConfig.digits) -> Path:
+                 config: RecipeConfig = RecipeConfig()) -> Path:
     """`aft eval`'s measurement of the toy AFT checkpoint `out` against its SFT model `baseline`, on the
-    toy's engines, over every N the AFT stage trained on; writes the results and returns their directory."""
-    draft, final = default_sampling(out, max_tokens=32)
+    toy's engines, over the recipe's grid of N and rounds; writes the results and returns their directory."""
+    draft, final = default_sampling(out, max_tokens=config.digits + 16)
     results = evaluate_checkpoints(
-        str(out), str(baseline), MultiplicationTask(digits), lambda path: engine_config(path, seed=EVAL_SEED),
+        str(out), str(baseline), toy_task(config), lambda path: engine_config(path, seed=EVAL_SEED),
         problems=problems, seed=EVAL_SEED, draft=draft, final=final,
-        proposals=range(1, RecipeConfig.aft_max_proposals + 1), rounds=(1, 2))
+        proposals=config.eval_proposals, rounds=config.eval_rounds)
     paths = write_results(results, results_dir)
     print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -365,16 +452,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft toy") -> int:
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "-work")
     started = time.monotonic()
+    config = recipe(args.task, sft_steps=args.sft_steps, aft_steps=args.aft_steps, aft_queries=args.aft_queries,
+                    seed=args.seed, aft_plain_targets=args.plain_targets, aft_targets=args.aft_targets)
     if args.force or not (out / "aft.json").is_file():
-        config = RecipeConfig(sft_steps=args.sft_steps, aft_steps=args.aft_steps, aft_queries=args.aft_queries,
-                              seed=args.seed, sft_examples=args.sft_steps * RecipeConfig.sft_batch_size,
-                              aft_plain_targets=args.plain_targets)
         run_recipe(out, config, work_dir=work)
     else:
         print(f"{out} holds a checkpoint already (--force rebuilds it)")
     print(f"recipe: {out} in {time.monotonic() - started:.0f} s")
     if args.eval:
-        evaluate_toy(out, work / "sft" / "final", args.results, problems=args.problems)
+        evaluate_toy(out, work / "sft" / "final", args.results, problems=args.problems, config=config)
         print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
     return 0
 

@@ -196,6 +196,6 @@ def test_the_command_line_reaches_the_recipe(tmp_path: Path, monkeypatch: pytest
     (out, config, work), = seen
     assert (out, work) == (tmp_path / "m", tmp_path / "m-work")
     assert (config.seed, config.aft_plain_targets, config.sft_steps, config.sft_examples) == (3, "reference", 10, 640)
-    assert toy.make_parser().parse_args([]).plain_targets == toy.RecipeConfig().aft_plain_targets == "sampled"
+    assert config.task == "multiplication" and toy.RecipeConfig().aft_plain_targets == "sampled"
     with pytest.raises(ValueError, match="aft_plain_targets"):
         toy.RecipeConfig(aft_plain_targets="gold")

@@ -1,0 +1,89 @@
+"""The second toy task: sequences reversed, drafts combined digit by digit, and its recipe's settings."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.rows import is_aft_row
+from training.tasks import ReversalTask, make_task
+from training.toy import RECIPES, aggregation_rows, consensus, recipe
+
+
+def test_problems_are_reproducible_reversals_of_the_question() -> None:
+    task = ReversalTask(12)
+    problems = task.problems(100, seed=3)
+    assert problems == task.problems(100, seed=3) and problems != task.problems(100, seed=4)
+    for problem in problems:
+        digits = problem.conversation[0]["content"].removeprefix("Reverse ")
+        assert len(digits) == 12 and digits.isdigit() and problem.answer == digits[::-1]
+
+
+def test_training_never_sees_a_held_out_sequence() -> None:
+    task = ReversalTask(3)  # 1,000 sequences: a leak would show
+    held_out = {p.answer for p in task.problems(40, seed=0)}
+    training = {p.answer for p in task.training_problems(5_000, seed=0)}
+    assert held_out and training and not held_out & training
+
+
+def test_slips_replace_digits_by_others_at_the_given_rate() -> None:
+    rng = random.Random(0)
+    assert ReversalTask.slipped("0123456789", 0.0, rng) == "0123456789"
+    assert all(s != d for s, d in zip(ReversalTask.slipped("0123456789", 1.0, rng), "0123456789", strict=True))
+    drafts = [ReversalTask.slipped("0123456789", 0.2, rng) for _ in range(2000)]
+    assert all(len(d) == 10 for d in drafts)
+    rate = sum(s != d for draft in drafts for s, d in zip(draft, "0123456789", strict=True)) / 20_000
+    assert 0.18 < rate < 0.22
+
+
+def test_the_answer_is_the_first_run_of_digits() -> None:
+    task = make_task("reversal", digits=4)
+    assert isinstance(task, ReversalTask) and task.length == 4
+    assert task.extract(" 4321\n") == "4321" and task.extract("none") is None
+    with pytest.raises(ValueError, match="multiplication, reversal"):
+        make_task("sorting")
+
+
+def test_consensus_writes_what_most_drafts_say_at_each_digit() -> None:
+    # No draft is right, but every digit is right in two of the three.
+    assert consensus(["1239", "1284", "7234"]) == "1234"
+    assert consensus(["12", "34"]) == "12"  # a tie goes to the first draft
+    assert consensus(["5"]) == "5"
+    assert consensus(["123", "1"]) == "123"  # a short draft says nothing past its end
+
+
+def test_consensus_rows_teach_what_the_drafts_read_agree_on() -> None:
+    problems = ReversalTask(6).training_problems(200, seed=1)
+    rng = random.Random(2)
+    drafts = [[ReversalTask.slipped(p.answer, 0.3, rng) for _ in range(8)] for p in problems]
+    rows = aggregation_rows(problems, drafts, max_proposals=8, seed=0, targets="consensus")
+    assert all(is_aft_row(row) for row in rows)
+    for row in rows:
+        listed = row["prompt"][0]["content"].split("Responses from models:\n", 1)[1]
+        read = [line.split(". ", 1)[1] for line in listed.splitlines()]
+        assert 1 <= len(read) <= 8 and row["completion"][0]["content"] == consensus(read)
+    reference = aggregation_rows(problems, drafts, max_proposals=8, seed=0)
+    assert [r["completion"][0]["content"] for r in reference] == [p.answer for p in problems]
+    # With three or more slipped drafts the consensus is mostly right, with one it is the draft itself.
+    right = sum(r["completion"][0]["content"] == p.answer for r, p in zip(rows, problems, strict=True))
+    assert 0.3 * len(rows) < right < len(rows)
+
+
+def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import toy
+
+    assert RECIPES["multiplication"] == toy.RecipeConfig()
+    reversal = recipe("reversal", seed=2, sft_steps=None)
+    assert (reversal.task, reversal.seed, reversal.aft_targets, reversal.proposals) == ("reversal", 2, "consensus", 5)
+    assert reversal.sft_examples == reversal.sft_steps * reversal.sft_batch_size
+    with pytest.raises(ValueError, match="aft_targets"):
+        toy.RecipeConfig(aft_targets="vote")
+    seen: list[Any] = []
+    monkeypatch.setattr(toy, "run_recipe", lambda out, config, work_dir: seen.append(config))
+    assert toy.main(["--task", "reversal", "--out", str(tmp_path / "m"), "--no-eval", "--aft-steps", "7"]) == 0
+    (config,) = seen
+    assert (config.task, config.aft_steps, config.sft_slip_rate) == ("reversal", 7, RECIPES["reversal"].sft_slip_rate)
