@@ -18,10 +18,12 @@ from training.results import (
     AFT_GREEDY,
     AFT_PA,
     AFT_PROPOSAL_MAJORITY,
+    AFT_PROPOSAL_ORACLE,
     SFT_DRAFT,
     SFT_GREEDY,
     SFT_MAJORITY,
     SFT_ONE,
+    SFT_ORACLE,
     Results,
     Row,
     markdown_table,
@@ -73,17 +75,20 @@ async def test_evaluate_measures_every_row_on_the_same_problems(tmp_path: Path) 
     assert results.find(SFT_GREEDY).accuracy == 0.0
     assert results.find(SFT_ONE).accuracy == 0.0  # sample 0 is a wrong one
     assert results.find(SFT_DRAFT).accuracy == 0.0
-    assert results.find(SFT_MAJORITY, 2).accuracy == 0.0  # a 1-1 tie goes to the first seen
-    assert results.find(SFT_MAJORITY, 3).accuracy == 0.0  # three different answers
+    # SFT drafts come in one request per step of the grid of N (n = 1, 1, 1 here), so each is a sample 0.
+    assert results.find(SFT_MAJORITY, 2).accuracy == results.find(SFT_ORACLE, 2).accuracy == 0.0
+    assert results.find(SFT_MAJORITY, 3).accuracy == results.find(SFT_ORACLE, 3).accuracy == 0.0
     assert results.find(AFT_GREEDY).accuracy == 0.0
     assert results.find(AFT_DIRECT).accuracy == 0.0
     for n in (1, 2, 3):
         for r in (1, 2):
             assert results.find(AFT_PA, n, r).accuracy == 1.0
-    for r in (1, 2):  # a vote over each run's own proposals (sample 0 wrong, 1 right, 2 wrong differently)
+    for r in (1, 2):  # each run's own proposals (sample 0 wrong, 1 right, 2 wrong differently): one is right
         assert results.find(AFT_PROPOSAL_MAJORITY, 3, r).accuracy == 0.0
-        assert results.find(AFT_PROPOSAL_MAJORITY, 2, r).accuracy == 0.0
-    assert not any(row.method == AFT_PROPOSAL_MAJORITY and row.proposals == 1 for row in results.rows)
+        assert results.find(AFT_PROPOSAL_MAJORITY, 2, r).accuracy == 0.0  # a 1-1 tie goes to the first seen
+        assert results.find(AFT_PROPOSAL_ORACLE, 3, r).accuracy == results.find(AFT_PROPOSAL_ORACLE, 2, r).accuracy == 1
+    assert not any(row.method in (AFT_PROPOSAL_MAJORITY, AFT_PROPOSAL_ORACLE, SFT_ORACLE) and row.proposals == 1
+                   for row in results.rows)
     # Drafts were sampled as asked, the final answer as asked, one request a layer.
     pa = [c for c in aft.calls if AGGREGATION_TEMPLATE in c.messages[0]["content"]]
     assert {c.sampling for c in aft.calls if c.n == 3} == {draft}
