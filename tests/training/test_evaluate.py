@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
 from serving.backends.base import Sampling
 from serving.format import AGGREGATION_TEMPLATE
@@ -152,3 +154,32 @@ def test_the_engine_is_built_from_the_flags_not_the_toy(tmp_path: Path, monkeypa
     for engine in engines:
         assert (engine.dtype, engine.max_model_len, engine.gpu_memory_utilization,  # type: ignore[attr-defined]
                 engine.seed, engine.max_num_seqs) == ("bfloat16", 8192, 0.8, 7, None)  # type: ignore[attr-defined]
+
+
+def _hub_refusing(error: Exception) -> Any:
+    def download(repo_id: str, filename: str) -> str:
+        assert filename == "config.json"
+        raise error
+
+    return download
+
+
+@pytest.mark.parametrize(("error", "why"), [
+    (LocalEntryNotFoundError("offline"), "no such checkpoint directory, and the hub is unreachable with no copy "
+                                         "in its cache"),
+    (RepositoryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("HEAD", "https://hf.co"))),
+     "no such checkpoint directory, nor a model on the hub (or a private one)"),
+])
+def test_a_name_that_is_neither_a_directory_nor_a_hub_model_is_one_line(
+        error: Exception, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped parent directory ("modls/toy") reads as a hub id: it is looked up before any engine starts."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _hub_refusing(error))
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "config.json").write_text("{}")
+    assert main(["--model", "modls/toy", "--baseline", str(good), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"aft eval: --model modls/toy: {why}\n"
+    assert not (tmp_path / "out").exists()
