@@ -10,6 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+           "tab:olive", "tab:cyan", "navy", "darkgoldenrod", "lime", "magenta", "teal", "black", "salmon", "indigo",
+           "darkkhaki", "slategray")
+"""Colours told apart on one plot, for more series than matplotlib's cycle of ten."""
+MARKERS = "osD^v<>pP*Xhd"
+LINESTYLES = ("-", "--", ":", "-.")
+
 
 @dataclass(frozen=True)
 class Point:

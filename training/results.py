@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from training.plots import Level, Point, Series, draw
+from training.plots import LINESTYLES, MARKERS, PALETTE, Level, Point, Series, draw
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -175,17 +175,20 @@ def accuracy_series(results: Results) -> tuple[list[Series], list[Level]]:
 
 def token_series(results: Results) -> list[Series]:
     """tokens.png: every row with counted tokens at its generated tokens per problem; one series per method
-    (and round count), its points in order of N, each marked with its N."""
+    and round count (a colour and marker per method, a line style per round count), its points in order of
+    N, each marked with its N."""
     groups: dict[tuple[str, int], list[Row]] = {}
     for row in results.rows:
         if row.tokens > 0:  # a log axis has no 0; rows read from older results have no count
             groups.setdefault((row.method, row.rounds), []).append(row)
-    markers = "osD^v<>pP*Xh"
+    methods = list(dict.fromkeys(method for method, _ in groups))
     lines = []
-    for i, ((method, rounds), rows) in enumerate(groups.items()):
-        label = f"{method}, {_rounds_label(rounds)}" if rounds else method
+    for (method, rounds), rows in groups.items():
+        i = methods.index(method)
         points = [_point(r, r.tokens_per_problem, f"N={r.proposals}") for r in sorted(rows, key=lambda r: r.proposals)]
-        lines.append(Series(label, points, f"C{i % 10}", "-" if len(points) > 1 else "none", markers[i % len(markers)]))
+        style = LINESTYLES[max(rounds - 1, 0) % len(LINESTYLES)] if len(points) > 1 else "none"
+        lines.append(Series(f"{method}, {_rounds_label(rounds)}" if rounds else method, points,
+                            PALETTE[i % len(PALETTE)], style, MARKERS[i % len(MARKERS)]))
     return lines
 
 

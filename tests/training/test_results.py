@@ -121,6 +121,9 @@ def test_token_plot_places_every_row_at_its_tokens_per_problem() -> None:
     labels = [line.label for line in lines]
     assert len(labels) == len(set(labels))
     assert f"{early_exit_method(1.0)}, 2 rounds" in labels and f"{subset_method(2)}, 1 round" in labels
-    assert len({(line.color, line.marker) for line in lines}) == len(lines)  # each series told apart
+    assert len({(line.color, line.marker, line.linestyle) for line in lines}) == len(lines)  # told apart
+    by_label = {line.label: line for line in lines}
+    one, two = by_label[f"{AFT_PA}, 1 round"], by_label[f"{AFT_PA}, 2 rounds"]
+    assert (one.color, one.marker) == (two.color, two.marker) and one.linestyle != two.linestyle
     pa = next(line for line in lines if line.label == f"{AFT_PA}, 1 round")
     assert [p.note for p in pa.points] == ["N=1", "N=3", "N=5", "N=8"]
