@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,8 +103,13 @@ async def sample_drafts(backend: Backend, problems: Sequence[Problem], sampling:
     """max(sizes) drafts of every problem, sampled in chunks at the boundaries of `sizes` so that the
     tokens of the first N drafts are counted exactly for every N of `sizes` (usage is per request)."""
     bounds = sorted(set(sizes))
-    chunks = await asyncio.gather(*(sample(backend, problems, sampling, high - low)
-                                    for low, high in zip([0, *bounds], bounds, strict=False)))
+
+    def chunk_sampling(low: int) -> Sampling:
+        # A seeded request repeats itself: each chunk gets its own seed, or chunks would be copies.
+        return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + low)
+
+    chunks = await asyncio.gather(*(sample(backend, problems, chunk_sampling(low), high - low)
+                                    for low, high in pairwise([0, *bounds])))
     drafts = []
     for i in range(len(problems)):
         texts: list[str] = []

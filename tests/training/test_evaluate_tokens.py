@@ -190,3 +190,11 @@ def test_the_command_line_takes_early_exit_thresholds_and_subset_sizes(capsys: p
     with pytest.raises(SystemExit):
         parser.parse_args(["--model", "m", "--baseline", "b", "--subset", "0"])
     assert "--subset" in capsys.readouterr().err
+
+
+async def test_seeded_drafts_are_not_copies_across_the_requests_of_the_grid() -> None:
+    backend = ScriptedBackend(reply=scripted)
+    problems = MultiplicationTask(4).problems(2, seed=1)
+    drafts = await module.sample_drafts(backend, problems, replace(DRAFT, seed=7), [1, 2, 4])
+    assert [(len(d.texts), sorted(d.tokens)) for d in drafts] == [(4, [1, 2, 4])] * 2
+    assert sorted(c.sampling.seed for c in backend.calls) == [7, 7, 8, 8, 9, 9]  # per problem: chunks of 1, 1, 2
