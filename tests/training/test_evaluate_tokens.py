@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -105,15 +106,18 @@ async def test_tokens_per_correct_answer_and_pass_at_n() -> None:
     assert results.find(AFT_PROPOSAL_ORACLE, 4, 1).accuracy == 1
 
 
-def _agreed(drafts: Sequence[str], threshold: float) -> str | None:
-    text, count = Counter(" ".join(d.split()) for d in drafts).most_common(1)[0]
-    return text if count >= threshold * len(drafts) else None
+def _agreed(drafts: Sequence[str], share: float) -> str | None:
+    """The draft that `share` of `drafts`, and never fewer than two, agree on (serving's rule)."""
+    keys = [" ".join(d.split()) for d in drafts]
+    counts = Counter(keys)
+    need = max(2, math.ceil(round(share * len(drafts), 9)))
+    return next((d for d, key in zip(drafts, keys, strict=True) if counts[key] >= need), None)
 
 
 class EarlyExitPipeline(Pipeline):
-    """serving's pipeline as PipelineParams promise it (the behaviour lands in serving/pipeline.py
-    separately): with early_exit, the first round whose drafts agree gives the answer and nothing after
-    it runs. Records every PipelineParams it ran."""
+    """serving's pipeline as PipelineParams promise it, for a branch where the pipeline ignores
+    early_exit: the first round whose drafts agree gives the answer and nothing after it runs (an
+    answer the pipeline itself stopped early passes as it is). Records every PipelineParams it ran."""
 
     params: ClassVar[list[PipelineParams]] = []
 
@@ -123,8 +127,10 @@ class EarlyExitPipeline(Pipeline):
         if params.early_exit is None:
             return answers
         for i, answer in enumerate(answers):
+            if answer.early_exit_round is not None:
+                continue
             for layer in answer.layers:
-                agreed = _agreed(layer.outputs, params.early_exit)
+                agreed = _agreed(layer.drafts or layer.outputs, params.early_exit)
                 if agreed is not None:
                     by_round = answer.usage_by_round[:layer.round + 1]
                     total = Usage()
@@ -151,18 +157,19 @@ async def test_early_exit_and_subset_rows_beside_the_full_pipeline(monkeypatch: 
         assert {m for m, n, rr in rows if n == 4 and rr == r} == {
             AFT_PA, AFT_PROPOSAL_MAJORITY, AFT_PROPOSAL_ORACLE, exits_all, exits_half, subset_method(2),
             subset_method(3)}
-        # Round 0's drafts never all agree, the intermediate round's always do: every problem exits there.
+        # Round 0's drafts never all agree, the intermediate round's always do: every problem exits there,
+        # with no final answer after it.
         assert rows[(exits_all, 4, r)].early_exits == ([0] if r == 1 else [0, PROBLEMS])
-        # Half of N=2 ([p, p+2]) agree on the first draft: the right answer, at round 0's 4 tokens.
-        half = rows[(exits_half, 2, r)]
-        assert half.early_exits[0] == PROBLEMS and half.accuracy == 1 and half.tokens_per_problem == 4
+        assert rows[(exits_half, 2, r)].early_exits == ([0] if r == 1 else [0, PROBLEMS])
+        assert rows[(exits_all, 2, r)].tokens_per_problem == rows[(exits_half, 2, r)].tokens_per_problem == (
+            1 + 3 + 1 if r == 1 else 1 + 3 + 2 * 2)
         # Half of N=4 ([p, p+2, p+1, p+1]) agree on p+1: stopping early is cheaper, and here wrong.
         half = rows[(exits_half, 4, r)]
         assert half.early_exits[0] == PROBLEMS and half.accuracy == 0 and half.tokens_per_correct is None
         assert half.tokens_per_problem == 8
     assert rows[(exits_all, 4, 1)].tokens_per_problem == rows[(AFT_PA, 4, 1)].tokens_per_problem == 9
-    assert rows[(exits_all, 4, 2)].tokens_per_problem == 8 + 4 * 2  # no final answer after the exit
-    assert rows[(exits_all, 4, 2)].accuracy == 1
+    assert rows[(exits_all, 4, 2)].tokens_per_problem == 8 + 4 * 2
+    assert rows[(exits_all, 4, 2)].accuracy == rows[(exits_half, 2, 2)].accuracy == 1
     seen = {(p.proposals, p.rounds, p.early_exit, p.subset) for p in EarlyExitPipeline.params}
     assert {(4, 2, 1.0, None), (4, 2, 0.5, None), (4, 2, None, 2), (4, 2, None, 3), (4, 2, None, None)} <= seen
     assert (2, 1, None, 2) not in seen and (1, 1, 1.0, None) not in seen
