@@ -7,6 +7,7 @@ take the same engine flags, so a checkpoint is loaded the same way wherever it i
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from huggingface_hub.errors import HFValidationError
@@ -41,7 +42,8 @@ def checkpoint_problem(model: str) -> str | None:
     Checked before any engine starts, so that a mistyped path is one line rather than the
     traceback of vLLM's model config after another engine has already run. A name that is
     not a local path counts as a hub id (org/name, or a bare legacy name) unless its first
-    part is a local directory: then it was meant as a path.
+    part is a local directory: then it was meant as a path. A hub id must resolve
+    (`hub_problem`): a mistyped parent directory looks like one.
     """
     path = Path(model).expanduser()
     if path.is_dir():
@@ -54,4 +56,29 @@ def checkpoint_problem(model: str) -> str | None:
         return f"{model}: no such checkpoint directory"
     if model.startswith((".", "~")) or model.count("/") > 1 or (path.parent != Path(".") and path.parent.is_dir()):
         return f"{model}: no such checkpoint directory"
+    return hub_problem(model)
+
+
+def hub_problem(model: str) -> str | None:
+    """Why the hub id `model` cannot be loaded, or None: its config.json comes from the hub or the local
+    cache (where vLLM would take it from; the file is small and the engine needs it anyway)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    # The hub client logs every retry of an unreachable hub; the outcome is the one line returned here.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        hf_hub_download(model, "config.json")
+    except GatedRepoError:
+        return f"{model}: a gated model on the hub; log in (hf auth login) with an account that has access"
+    except RepositoryNotFoundError:
+        return f"{model}: no such checkpoint directory, nor a model on the hub (or a private one)"
+    except LocalEntryNotFoundError:
+        return f"{model}: no such checkpoint directory, and the hub is unreachable with no copy in its cache"
+    except OSError as exc:  # HTTP errors of the hub, a model without config.json, a full disk
+        return f"{model}: not loadable from the hub ({type(exc).__name__}: {exc})"
+    finally:
+        hub_logger.setLevel(level)
     return None

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
 from serving.backends.base import Sampling
 from serving.format import AGGREGATION_TEMPLATE
@@ -18,10 +20,12 @@ from training.results import (
     AFT_GREEDY,
     AFT_PA,
     AFT_PROPOSAL_MAJORITY,
+    AFT_PROPOSAL_ORACLE,
     SFT_DRAFT,
     SFT_GREEDY,
     SFT_MAJORITY,
     SFT_ONE,
+    SFT_ORACLE,
     Results,
     Row,
     markdown_table,
@@ -73,17 +77,20 @@ async def test_evaluate_measures_every_row_on_the_same_problems(tmp_path: Path) 
     assert results.find(SFT_GREEDY).accuracy == 0.0
     assert results.find(SFT_ONE).accuracy == 0.0  # sample 0 is a wrong one
     assert results.find(SFT_DRAFT).accuracy == 0.0
-    assert results.find(SFT_MAJORITY, 2).accuracy == 0.0  # a 1-1 tie goes to the first seen
-    assert results.find(SFT_MAJORITY, 3).accuracy == 0.0  # three different answers
+    # SFT drafts come in one request per step of the grid of N (n = 1, 1, 1 here), so each is a sample 0.
+    assert results.find(SFT_MAJORITY, 2).accuracy == results.find(SFT_ORACLE, 2).accuracy == 0.0
+    assert results.find(SFT_MAJORITY, 3).accuracy == results.find(SFT_ORACLE, 3).accuracy == 0.0
     assert results.find(AFT_GREEDY).accuracy == 0.0
     assert results.find(AFT_DIRECT).accuracy == 0.0
     for n in (1, 2, 3):
         for r in (1, 2):
             assert results.find(AFT_PA, n, r).accuracy == 1.0
-    for r in (1, 2):  # a vote over each run's own proposals (sample 0 wrong, 1 right, 2 wrong differently)
+    for r in (1, 2):  # each run's own proposals (sample 0 wrong, 1 right, 2 wrong differently): one is right
         assert results.find(AFT_PROPOSAL_MAJORITY, 3, r).accuracy == 0.0
-        assert results.find(AFT_PROPOSAL_MAJORITY, 2, r).accuracy == 0.0
-    assert not any(row.method == AFT_PROPOSAL_MAJORITY and row.proposals == 1 for row in results.rows)
+        assert results.find(AFT_PROPOSAL_MAJORITY, 2, r).accuracy == 0.0  # a 1-1 tie goes to the first seen
+        assert results.find(AFT_PROPOSAL_ORACLE, 3, r).accuracy == results.find(AFT_PROPOSAL_ORACLE, 2, r).accuracy == 1
+    assert not any(row.method in (AFT_PROPOSAL_MAJORITY, AFT_PROPOSAL_ORACLE, SFT_ORACLE) and row.proposals == 1
+                   for row in results.rows)
     # Drafts were sampled as asked, the final answer as asked, one request a layer.
     pa = [c for c in aft.calls if AGGREGATION_TEMPLATE in c.messages[0]["content"]]
     assert {c.sampling for c in aft.calls if c.n == 3} == {draft}
@@ -147,3 +154,32 @@ def test_the_engine_is_built_from_the_flags_not_the_toy(tmp_path: Path, monkeypa
     for engine in engines:
         assert (engine.dtype, engine.max_model_len, engine.gpu_memory_utilization,  # type: ignore[attr-defined]
                 engine.seed, engine.max_num_seqs) == ("bfloat16", 8192, 0.8, 7, None)  # type: ignore[attr-defined]
+
+
+def _hub_refusing(error: Exception) -> Any:
+    def download(repo_id: str, filename: str) -> str:
+        assert filename == "config.json"
+        raise error
+
+    return download
+
+
+@pytest.mark.parametrize(("error", "why"), [
+    (LocalEntryNotFoundError("offline"), "no such checkpoint directory, and the hub is unreachable with no copy "
+                                         "in its cache"),
+    (RepositoryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("HEAD", "https://hf.co"))),
+     "no such checkpoint directory, nor a model on the hub (or a private one)"),
+])
+def test_a_name_that_is_neither_a_directory_nor_a_hub_model_is_one_line(
+        error: Exception, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped parent directory ("modls/toy") reads as a hub id: it is looked up before any engine starts."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _hub_refusing(error))
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "config.json").write_text("{}")
+    assert main(["--model", "modls/toy", "--baseline", str(good), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"aft eval: --model modls/toy: {why}\n"
+    assert not (tmp_path / "out").exists()
