@@ -328,7 +328,8 @@ def make_parser(prog: str = "aft eval") -> argparse.ArgumentParser:
     parser.add_argument("--baseline", required=True, help="The SFT checkpoint it was fine-tuned from.")
     parser.add_argument("--task", default="multiplication", choices=TASKS,
                         help="Task with checkable answers (training/tasks.py).")
-    parser.add_argument("--digits", type=int, default=8, help="multiplication: digits of the number multiplied.")
+    parser.add_argument("--digits", type=int, help="Digits of the number multiplied (default 8), or of the "
+                        "sequence reversed (default 16).")
     parser.add_argument("--problems", type=int, default=1000, help="Held-out problems (the same for every row).")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the held-out problems and the engines.")
     parser.add_argument("--proposals", type=_ints, default=[1, 2, 4, 8], help="Grid of N (comma-separated).")

@@ -226,6 +226,10 @@ class RecipeConfig:
     eval_proposals: tuple[int, ...] = (1, 2, 3, 4)
     """The N `aft eval` measures (evaluate_toy)."""
     eval_rounds: tuple[int, ...] = (1, 2)
+    eval_early_exit: tuple[float, ...] = (1.0,)
+    """Early-exit shares `aft eval` measures beside the full pipeline (1.0: all drafts agree)."""
+    eval_subset: tuple[int, ...] = (2,)
+    """Subset sizes K `aft eval` measures beside the full pipeline (where K < N)."""
     """Recommended in aft.json: the paper's reference default (num_aggregation = 2); a second round
     added 0.4 to 4.0 points over one at N = 3 at the four seeds measured, and 5 in a second run of
     seed 0, whose one round fell short of the bar (README, the toy recipe)."""
@@ -247,7 +251,7 @@ RECIPES = {
         task="reversal", digits=16, sft_target_accuracy=0.9, sft_slip_rate=0.2, sft_noise_steps=150,
         aft_slip_rate=0.2,
         aft_max_proposals=8, aft_targets="consensus", proposals=5, rounds=1, eval_proposals=(1, 3, 5, 8),
-        eval_rounds=(1,)),
+        eval_rounds=(1,), eval_subset=(3,)),
 }
 """Each task's recipe: its RecipeConfig with the values measured for it (docs/results.md)."""
 
@@ -439,7 +443,8 @@ def evaluate_toy(out: Path, baseline: Path, results_dir: str | Path, *, problems
     results = evaluate_checkpoints(
         str(out), str(baseline), toy_task(config), lambda path: engine_config(path, seed=EVAL_SEED),
         problems=problems, seed=EVAL_SEED, draft=draft, final=final,
-        proposals=config.eval_proposals, rounds=config.eval_rounds)
+        proposals=config.eval_proposals, rounds=config.eval_rounds, early_exit=config.eval_early_exit,
+        subset=config.eval_subset)
     paths = write_results(results, results_dir)
     print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
