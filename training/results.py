@@ -25,7 +25,8 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or `total` right the bound on that side equals p up to rounding, which may land past it.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 @dataclass

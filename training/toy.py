@@ -251,7 +251,7 @@ RECIPES = {
         task="reversal", digits=16, sft_target_accuracy=0.9, sft_slip_rate=0.2, sft_noise_steps=150,
         aft_slip_rate=0.2,
         aft_max_proposals=8, aft_targets="consensus", proposals=5, rounds=1, eval_proposals=(1, 3, 5, 8),
-        eval_rounds=(1,), eval_subset=(3,)),
+        aft_steps=400, eval_rounds=(1,), eval_subset=(3,)),
 }
 """Each task's recipe: its RecipeConfig with the values measured for it (docs/results.md)."""
 

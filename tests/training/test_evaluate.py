@@ -40,6 +40,8 @@ def test_wilson_interval_matches_known_values() -> None:
     assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)  # textbook: 81/100 -> 0.722..0.875
     assert wilson_interval(0, 50)[0] == 0.0 and 0 < wilson_interval(0, 50)[1] < 0.08
     assert wilson_interval(50, 50)[1] == pytest.approx(1.0) and wilson_interval(50, 50)[0] > 0.92
+    # All right: the upper bound is 1 exactly, not a rounding below it (a plot's error bar would be negative).
+    assert wilson_interval(500, 500)[1] == 1.0 and wilson_interval(0, 500)[0] == 0.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
