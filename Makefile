@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test race unit integration demo playground toy toy-ship lint bench soak clean
+.PHONY: install test race unit integration demo playground toy toy-reversal toy-ship lint bench soak clean
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ playground: install
 toy: install
 	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --force \
 		--out models/toy --results docs/toy
+
+# The second toy task, where drafts slip at random places and N matters (training.toy RECIPES["reversal"]):
+# rebuilds models/toy-reversal and writes docs/toy/reversal/results.{json,md}, accuracy.png and tokens.png.
+toy-reversal: install
+	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --task reversal --force \
+		--out models/toy-reversal --results docs/toy/reversal
 
 # models/toy (built by `make toy` if absent) becomes the shipped demo model, checkpoints/toy:
 # the export holds only what `aft serve` reads, a few MB, committed as plain files.

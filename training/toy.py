@@ -1,24 +1,31 @@
 """`aft toy`: the whole AFT recipe on a task with checkable answers, from scratch, on a laptop CPU.
 
-The task (training/tasks.py) is long multiplication by one digit ("What is 31415926 × 3?").
-A tiny Llama learns it from scratch here, trained until it gets three answers in four right:
-its slips are carries, and the same carries go wrong in most of its samples, so majority
-vote gains nothing.
-Checking is easier than producing, though: written left to right, a product digit needs
-the carry of the whole rest of the number, but given a draft's next digit that carry
-follows from one operand digit. An aggregator that has learned to check drafts digit by
-digit repairs their slips, so N drafts are worth more than any vote over them.
+Two tasks (training/tasks.py), each with its recipe (`RECIPES`):
+
+- multiplication, an 8-digit number times one digit ("What is 31415926 × 3?"). A tiny Llama
+  learns it from scratch here, trained until it gets three answers in four right: its slips are
+  carries, and the same carries go wrong in most of its samples, so majority vote gains nothing.
+  Checking is easier than producing, though: written left to right, a product digit needs the
+  carry of the whole rest of the number, but given a draft's next digit that carry follows from
+  one operand digit. An aggregator that has learned to check drafts digit by digit repairs their
+  slips, so N drafts are worth more than any vote over them; one draft is worth almost as much.
+- reversal, a 16-digit sequence written backwards ("Reverse 0418..."). The model learns it, then
+  a short phase on targets with random typos (`sft_slip_rate`) makes its samples slip at random
+  places: at temperature 1 a draft is right on about 80% of its digits and almost never whole.
+  A vote over whole answers and the best of the drafts both fail; the aggregation rows teach the
+  model to write, digit by digit, what its drafts agree on (`aft_targets`), so accuracy grows with N.
 
 The recipe, every step on this repository's own code:
-1. tokenizer: byte-level BPE trained here, digits always single tokens (so a digit slip
-   is one token), the aggregation template's words in its corpus (so serving/format.py's
-   long prompt costs a few dozen tokens, not hundreds);
+1. tokenizer: byte-level BPE trained here, digits always single tokens (a digit slip is one
+   token, and a draft as long in tokens as the answer), the aggregation template's words in its
+   corpus (so serving/format.py's long prompt costs a few dozen tokens, not hundreds);
 2. a random-weight Llama (head_dim 64, vLLM's CPU attention needs it);
 3. SFT: training.train (TRL SFTTrainer) on proposer-format rows, stopped once the model
-   reaches RecipeConfig.sft_target_accuracy (training.stop);
+   reaches RecipeConfig.sft_target_accuracy (training.stop); for reversal, then
+   `sft_noise_steps` on targets with typos;
 4. on-policy proposals: the SFT model on vLLM (serving.backends.vllm) through
    training.data.on_policy_samples, for 1,000 of the 12,000 AFT queries; the rest get
-   off-policy drafts, the reference with carry slips (RecipeConfig.aft_slip_rate says why);
+   off-policy drafts, the reference with slips (RecipeConfig.aft_slip_rate says why);
 5. AFT: training.train again, from the SFT model, on aggregation rows (training.rows,
    so the prompts are serving/format.py's) mixed with plain answering rows whose targets
    are the SFT model's own samples (RecipeConfig.aft_plain_targets says why);
