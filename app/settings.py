@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 _RECOMMENDED_FIELDS = {
     "proposals": "default_proposals", "rounds": "default_rounds",
     "proposal_temperature": "proposal_temperature", "proposal_top_p": "proposal_top_p",
-    "temperature": "temperature", "top_p": "top_p",
+    "temperature": "temperature", "top_p": "top_p", "early_exit": "early_exit",
 }
 
 

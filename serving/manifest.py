@@ -44,6 +44,8 @@ class Recommended:
     proposal_top_p: float | None = None
     temperature: float | None = None
     top_p: float | None = None
+    early_exit: float | None = None
+    """aft.early_exit: stop when this share of a round's drafts agree (1.0: all)."""
 
     def as_dict(self) -> dict[str, int | float]:
         """The recommendations that are set."""

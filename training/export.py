@@ -81,7 +81,7 @@ def export(model_dir: str | Path, out_dir: str | Path, *, base_model: str | None
     base_model and data_summary default to what training recorded (aft_train.json: the
     base model, and a summary of its data file when that file is still there).
     recommended: `aft` serving options (proposals, rounds, proposal_temperature,
-    proposal_top_p, temperature, top_p); None or {} leaves the service's defaults.
+    proposal_top_p, temperature, top_p, early_exit); None or {} leaves the service's defaults.
     """
     from transformers import AutoTokenizer
 
@@ -119,13 +119,25 @@ def make_parser(prog: str = "aft export") -> argparse.ArgumentParser:
         recommended.add_argument(f"--{name}", type=int)
     for name in ("proposal_temperature", "proposal_top_p", "temperature", "top_p"):
         recommended.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
+    recommended.add_argument("--early-exit", type=_share, help="Stop when this share of a round's drafts agree: "
+                             "all, or a number in (0, 1] (aft.early_exit); for a model measured no worse with it.")
     return parser
+
+
+def _share(text: str) -> float:
+    try:
+        value = 1.0 if text == "all" else float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected all or a share in (0, 1], got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft export") -> int:
     args = make_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = ("proposals", "rounds", "proposal_temperature", "proposal_top_p", "temperature", "top_p")
+    names = ("proposals", "rounds", "proposal_temperature", "proposal_top_p", "temperature", "top_p", "early_exit")
     recommended = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     try:
         summary = summarize_data(args.data) if args.data else None

@@ -69,10 +69,12 @@ def test_recommendations_are_defaults_that_flags_and_env_override(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     model = checkpoint(tmp_path, {"format_version": 1, "recommended": {
         "proposals": 3, "rounds": 1, "proposal_temperature": 1.0, "proposal_top_p": 0.8, "temperature": 0.3,
-        "top_p": 0.9}})
+        "top_p": 0.9, "early_exit": 1.0}})
     settings = serve_settings(["--model", str(model)])
     assert (settings.default_proposals, settings.default_rounds, settings.proposal_temperature,
             settings.proposal_top_p, settings.temperature, settings.top_p) == (3, 1, 1.0, 0.8, 0.3, 0.9)
+    assert settings.early_exit == 1.0
+    assert serve_settings(["--model", str(model), "--early-exit", "0.6"]).early_exit == 0.6
 
     monkeypatch.setenv("AFT_TEMPERATURE", "0.6")
     monkeypatch.setenv("AFT_PORT", "9001")

@@ -130,3 +130,15 @@ async def test_vllm_backend_serves_the_export(exported: Path, cpu_kv_cache: None
         assert answer.usage.requests == 2
     finally:
         await backend.close()
+
+
+def test_the_early_exit_recommendation_takes_all_or_a_share() -> None:
+    from training.export import make_parser
+
+    parser = make_parser()
+    assert parser.parse_args(["m", "o", "--early-exit", "all"]).early_exit == 1.0
+    assert parser.parse_args(["m", "o", "--early-exit", "0.6"]).early_exit == 0.6
+    assert parser.parse_args(["m", "o"]).early_exit is None
+    for bad in ("0", "1.5", "most"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["m", "o", "--early-exit", bad])
