@@ -313,21 +313,25 @@ def engine_config(model: str | Path, *, seed: int = 0) -> EngineConfig:
 
 
 def consensus(drafts: Sequence[str]) -> str:
-    """Digit by digit, what most `drafts` say (ties: the earliest draft's), as long as the first draft."""
-    return "".join(majority_vote([d[i] if i < len(d) else None for d in drafts]) or ""
-                   for i in range(len(drafts[0])))
+    """Digit by digit, what most `drafts` say (ties: the earliest draft's), as long as most drafts are
+    (ties: the earliest); surrounding whitespace is ignored, and a draft says nothing past its end."""
+    texts = [d.strip() for d in drafts]
+    length = int(majority_vote([str(len(t)) for t in texts]) or 0)
+    return "".join(majority_vote([t[i] if i < len(t) else None for t in texts]) or "" for i in range(length))
 
 
 def aggregation_rows(problems: list[Problem], drafts: list[list[str]], *, max_proposals: int,
                      seed: int, targets: str = "reference") -> list[dict[str, Any]]:
     """One aggregation row a problem over a random 1..max_proposals of its drafts; the target is the
-    reference answer, or with `targets="consensus"` what those drafts agree on (`consensus`)."""
+    reference answer, or with `targets="consensus"` what those drafts agree on (`consensus`; no row
+    when that is empty)."""
     rng = random.Random(seed)
     rows = []
     for problem, candidates in zip(problems, drafts, strict=True):
         read = rng.sample(candidates, rng.randint(1, min(max_proposals, len(candidates))))
         target = consensus(read) if targets == "consensus" else problem.answer
-        rows.append(aft_example(problem.conversation, read, target))
+        if target:  # drafts that said nothing teach nothing
+            rows.append(aft_example(problem.conversation, read, target))
     return rows
 
 

@@ -52,7 +52,9 @@ def test_consensus_writes_what_most_drafts_say_at_each_digit() -> None:
     assert consensus(["1239", "1284", "7234"]) == "1234"
     assert consensus(["12", "34"]) == "12"  # a tie goes to the first draft
     assert consensus(["5"]) == "5"
-    assert consensus(["123", "1"]) == "123"  # a short draft says nothing past its end
+    assert consensus(["123", "1", "124"]) == "123"  # a short draft says nothing past its end
+    assert consensus(["", " 4321\n", "4301"]) == "4321"  # as long as most drafts, whitespace ignored
+    assert consensus(["", ""]) == ""
 
 
 def test_consensus_rows_teach_what_the_drafts_read_agree_on() -> None:
@@ -60,7 +62,7 @@ def test_consensus_rows_teach_what_the_drafts_read_agree_on() -> None:
     rng = random.Random(2)
     drafts = [[ReversalTask.slipped(p.answer, 0.3, rng) for _ in range(8)] for p in problems]
     rows = aggregation_rows(problems, drafts, max_proposals=8, seed=0, targets="consensus")
-    assert all(is_aft_row(row) for row in rows)
+    assert all(is_aft_row(row) for row in rows) and len(rows) == len(problems)
     for row in rows:
         listed = row["prompt"][0]["content"].split("Responses from models:\n", 1)[1]
         read = [line.split(". ", 1)[1] for line in listed.splitlines()]
@@ -70,6 +72,12 @@ def test_consensus_rows_teach_what_the_drafts_read_agree_on() -> None:
     # With three or more slipped drafts the consensus is mostly right, with one it is the draft itself.
     right = sum(r["completion"][0]["content"] == p.answer for r, p in zip(rows, problems, strict=True))
     assert 0.3 * len(rows) < right < len(rows)
+
+
+def test_drafts_that_say_nothing_make_no_consensus_row() -> None:
+    problems = ReversalTask(4).training_problems(2, seed=1)
+    rows = aggregation_rows(problems, [[""], ["1234"]], max_proposals=1, seed=0, targets="consensus")
+    assert [row["completion"][0]["content"] for row in rows] == ["1234"]
 
 
 def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
