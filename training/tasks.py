@@ -140,7 +140,7 @@ class ReversalTask:
     can write the answer none of them wrote.
     """
 
-    length: int = 24
+    length: int = 16
     name: str = "toy reversal"
 
     @staticmethod

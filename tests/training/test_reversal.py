@@ -95,3 +95,8 @@ def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
     assert toy.main(["--task", "reversal", "--out", str(tmp_path / "m"), "--no-eval", "--aft-steps", "7"]) == 0
     (config,) = seen
     assert (config.task, config.aft_steps, config.sft_slip_rate) == ("reversal", 7, RECIPES["reversal"].sft_slip_rate)
+
+
+def test_aft_eval_reads_the_sequences_the_recipe_trains_on() -> None:
+    assert make_task("reversal") == ReversalTask(RECIPES["reversal"].digits)
+    assert make_task("multiplication").name == "toy multiplication"
