@@ -86,7 +86,7 @@ def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
 
     assert RECIPES["multiplication"] == toy.RecipeConfig(early_exit=1.0)
     reversal = recipe("reversal", seed=2, sft_steps=None)
-    assert (reversal.task, reversal.seed, reversal.aft_targets, reversal.proposals) == ("reversal", 2, "consensus", 5)
+    assert (reversal.task, reversal.seed, reversal.aft_targets, reversal.proposals) == ("reversal", 2, "reference", 5)
     assert reversal.sft_examples == reversal.sft_steps * reversal.sft_batch_size
     with pytest.raises(ValueError, match="aft_targets"):
         toy.RecipeConfig(aft_targets="vote")
