@@ -100,3 +100,34 @@ def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
 def test_aft_eval_reads_the_sequences_the_recipe_trains_on() -> None:
     assert make_task("reversal") == ReversalTask(RECIPES["reversal"].digits)
     assert make_task("multiplication").name == "toy multiplication"
+
+
+@pytest.mark.integration
+def test_the_reversal_recipe_runs_with_its_typo_phase(tmp_path: Path) -> None:
+    """The reversal recipe on the real code paths, a handful of steps a stage: SFT, then the phase on
+    targets with typos (a second TRL run), drafts on vLLM, AFT, export."""
+    import importlib.util
+    import json
+    import os
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    from scripts.launch import CPU_ENGINE_ENV
+    from serving.manifest import read_manifest
+    from training.rows import read_jsonl
+    from training.toy import ModelShape, run_recipe
+
+    os.environ.update(CPU_ENGINE_ENV)
+    config = recipe("reversal", digits=6, shape=ModelShape(hidden_size=64, layers=1, heads=1), sft_steps=3,
+                    sft_batch_size=8, sft_noise_steps=2, aft_queries=12, aft_on_policy_queries=4, aft_steps=2,
+                    aft_batch_size=4)
+    out = run_recipe(tmp_path / "toy", config)
+    manifest = read_manifest(out)
+    assert manifest is not None and manifest.recommended.proposals == 5 and manifest.data["task"] == "toy reversal"
+    work = tmp_path / "toy-work"
+    assert (work / "sft-clean" / "final" / "config.json").is_file() and (work / "sft" / "final").is_dir()
+    noisy = read_jsonl(work / "sft" / "rows.jsonl")
+    assert len(noisy) == 2 * 8 and any(
+        row["completion"][0]["content"] != row["prompt"][-1]["content"].removeprefix("Reverse ")[::-1]
+        for row in noisy)  # typos at a rate of 0.2 over 16 answers of 6 digits
+    assert json.loads((work / "timings.json").read_text())["total"] > 0
