@@ -211,8 +211,8 @@ class RecipeConfig:
     """What the aggregation rows teach: "reference", the correct answer (the paper's AFT), or "consensus",
     digit by digit the answer most of the row's drafts give (ties: the first draft's). Measured on
     reversal at three seeds (docs/results.md): consensus targets teach a digit-by-digit vote, 70.7%
-    at N = 5 on average against 81.3% for the reference, which also teaches the aggregator to weigh
-    the drafts against the question (one draft read once: 3.5% against 41.0%)."""
+    at N = 5 on average against 77.3% for the reference, which also teaches the aggregator to weigh
+    the drafts against the question (one draft read once: 3.5% against 39.4%)."""
     aft_sft_ratio: float = 0.25
     """Plain answering rows per aggregation row, so the AFT model still answers directly."""
     aft_plain_targets: str = "sampled"
