@@ -22,6 +22,15 @@ _SHARE_DIGITS = 9
 floats, and seven drafts are 0.7 of ten."""
 
 
+def parse_share(text: str) -> float:
+    """A threshold as a command line writes it: "all" (1.0) or a share of the drafts in (0, 1].
+    ValueError for anything else."""
+    value = 1.0 if text.strip() == "all" else float(text)
+    if not 0 < value <= 1:  # NaN fails this too
+        raise ValueError(f'expected "all" or a share of the drafts in (0, 1], got {text!r}')
+    return value
+
+
 def normalise(text: str) -> str:
     """`text` stripped, with every run of whitespace as one space: what two drafts compare by."""
     return " ".join(text.split())

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 
 from serving.backends.base import Backend, Generation, Sampling
 from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.early_exit import parse_share
 from serving.format import proposer_messages
 from serving.manifest import read_manifest
 from serving.pipeline import Answer, Pipeline, PipelineParams
@@ -303,16 +303,10 @@ def _ints(text: str) -> list[int]:
 
 def _thresholds(text: str) -> list[float]:
     """Early exit thresholds: "all" (1.0) or shares of the drafts in (0, 1], comma-separated."""
-    values = set()
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            value = 1.0 if part == "all" else float(part)
-        except ValueError:
-            value = math.nan
-        if not 0 < value <= 1:
-            raise argparse.ArgumentTypeError(f"expected \"all\" or shares of the drafts in (0, 1] separated by "
-                                             f"commas, got {part!r}")
-        values.add(value)
+    try:
+        values = {parse_share(part) for part in text.split(",") if part.strip()}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; separate several with commas") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one threshold")
     return sorted(values, reverse=True)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serving.early_exit import parse_share
 from serving.format import FORMAT_VERSION
 from serving.manifest import Manifest, parse_manifest, write_manifest
 from training.config import TRAIN_RECORD
@@ -126,12 +127,9 @@ def make_parser(prog: str = "aft export") -> argparse.ArgumentParser:
 
 def _share(text: str) -> float:
     try:
-        value = 1.0 if text == "all" else float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected all or a share in (0, 1], got {text!r}")
-    return value
+        return parse_share(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft export") -> int:

@@ -66,8 +66,23 @@ def count_votes_correct(task: Task, problems: Sequence[Problem], samples: Sequen
 _NUMBER = re.compile(r"\d+")
 
 
+class HeldOutSplit:
+    """Held-out and training problems drawn by one generator (`_problems`), never the same ones."""
+
+    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+        raise NotImplementedError
+
+    def problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` held-out problems (never trained on), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=True)
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        return self._problems(n, seed, held_out=False)
+
+
 @dataclass(frozen=True)
-class MultiplicationTask:
+class MultiplicationTask(HeldOutSplit):
     """A `digits`-digit number times one digit (2..9), the product `digits` digits long too.
 
     Keeping the product as long as the number (no carry out of the top digit) puts every
@@ -104,14 +119,6 @@ class MultiplicationTask:
             problems.append(Problem([{"role": "user", "content": self.question(a, k)}], str(a * k)))
         return problems
 
-    def problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` held-out problems (never trained on), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=True)
-
-    def training_problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` training problems (never held out), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=False)
-
     @staticmethod
     def slipped(answer: str, rate: float, rng: random.Random) -> str:
         """`answer` with carry slips: each digit, with chance `rate`, one up or down (mod 10), which is
@@ -128,7 +135,7 @@ class MultiplicationTask:
 
 
 @dataclass(frozen=True)
-class ReversalTask:
+class ReversalTask(HeldOutSplit):
     """A `length`-digit sequence written backwards ("Reverse 0418..." -> "...8140").
 
     Each answer digit is a copy of one question digit, but a copy from a place that moves two
@@ -160,14 +167,6 @@ class ReversalTask:
             if self.is_held_out(digits) == held_out:
                 problems.append(Problem([{"role": "user", "content": self.question(digits)}], digits[::-1]))
         return problems
-
-    def problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` held-out problems (never trained on), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=True)
-
-    def training_problems(self, n: int, seed: int) -> list[Problem]:
-        """`n` training problems (never held out), the same ones for the same seed."""
-        return self._problems(n, seed, held_out=False)
 
     @staticmethod
     def slipped(answer: str, rate: float, rng: random.Random) -> str:

@@ -159,6 +159,7 @@ PLAIN_TARGETS = ("sampled", "reference")
 AGGREGATION_TARGETS = ("reference", "consensus")
 """What the AFT stage's aggregation rows teach (RecipeConfig.aft_targets)."""
 TOY_TASKS = ("multiplication", "reversal")
+"""The tasks the toy recipe trains on (`aft toy --task`), each with its RECIPES entry."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class RecipeConfig:
     places, independently of each other, as if it had learned from transcripts with typos. (Trained
     on such targets from the start, the model learned the task itself more slowly.)"""
     sft_noise_steps: int = 0
+    """Steps of that phase (0: none)."""
     sft_check_every: int = 25
     aft_queries: int = 12_000
     """Training problems with one aggregation row each (with the plain rows, 2.6 passes at aft_steps x
