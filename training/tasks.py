@@ -43,6 +43,19 @@ class Task(Protocol):
         ...
 
 
+class ToyTask(Task, Protocol):
+    """A task the toy recipe trains on: held-out and training problems, and slipped answers."""
+
+    def training_problems(self, n: int, seed: int) -> list[Problem]:
+        """`n` training problems (never held out), the same ones for the same seed."""
+        ...
+
+    def slipped(self, answer: str, rate: float, rng: random.Random) -> str:
+        """`answer` with each digit wrong with chance `rate`, as a draft that slips."""
+        ...
+
+
+
 def count_correct(task: Task, problems: Sequence[Problem], texts: Sequence[str | None]) -> int:
     """How many of `texts` give their problem's answer (None, no response, never does)."""
     return sum(t is not None and task.extract(t) == p.answer for p, t in zip(problems, texts, strict=True))

@@ -24,7 +24,7 @@ from scripts.demo import SHIPPED_MODEL, serve_command
 from scripts.launch import CPU_ENGINE_ENV, free_port, running, stop
 from serving.format import FORMAT_VERSION
 from serving.manifest import read_manifest
-from training.toy import MultiplicationTask
+from training.tasks import MultiplicationTask
 
 SERVED_FILES = {"aft.json", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
                 "tokenizer.json", "tokenizer_config.json"}

@@ -10,7 +10,8 @@ import pytest
 
 from training.rows import is_aft_row
 from training.tasks import ReversalTask, make_task
-from training.toy import RECIPES, aggregation_rows, consensus, recipe
+from training.toy import aggregation_rows, consensus
+from training.toy_config import RECIPES, RecipeConfig, recipe
 
 
 def test_problems_are_reproducible_reversals_of_the_question() -> None:
@@ -84,12 +85,12 @@ def test_each_task_has_its_recipe_and_the_command_line_picks_it(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from training import toy
 
-    assert RECIPES["multiplication"] == toy.RecipeConfig(early_exit=1.0)
+    assert RECIPES["multiplication"] == RecipeConfig(early_exit=1.0)
     reversal = recipe("reversal", seed=2, sft_steps=None)
     assert (reversal.task, reversal.seed, reversal.aft_targets, reversal.proposals) == ("reversal", 2, "reference", 5)
     assert reversal.sft_examples == reversal.sft_steps * reversal.sft_batch_size
     with pytest.raises(ValueError, match="aft_targets"):
-        toy.RecipeConfig(aft_targets="vote")
+        RecipeConfig(aft_targets="vote")
     seen: list[Any] = []
     monkeypatch.setattr(toy, "run_recipe", lambda out, config, work_dir: seen.append(config))
     assert toy.main(["--task", "reversal", "--out", str(tmp_path / "m"), "--no-eval", "--aft-steps", "7"]) == 0
@@ -115,7 +116,8 @@ def test_the_reversal_recipe_runs_with_its_typo_phase(tmp_path: Path) -> None:
     from scripts.launch import CPU_ENGINE_ENV
     from serving.manifest import read_manifest
     from training.rows import read_jsonl
-    from training.toy import ModelShape, run_recipe
+    from training.toy import run_recipe
+    from training.toy_model import ModelShape
 
     os.environ.update(CPU_ENGINE_ENV)
     config = recipe("reversal", digits=6, shape=ModelShape(hidden_size=64, layers=1, heads=1), sft_steps=3,

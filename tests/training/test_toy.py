@@ -12,7 +12,9 @@ import pytest
 
 from serving.format import AGGREGATION_TEMPLATE, aggregator_messages, proposer_messages
 from training.tasks import MultiplicationTask, Problem
-from training.toy import ModelShape, aggregation_rows, build_model, build_tokenizer
+from training.toy import aggregation_rows
+from training.toy_config import RecipeConfig
+from training.toy_model import ModelShape, build_model, build_tokenizer
 
 
 def test_problems_are_reproducible_products_without_a_carry_out() -> None:
@@ -107,7 +109,7 @@ def test_the_whole_recipe_runs_and_evaluates_in_a_few_steps(tmp_path: Path) -> N
     from serving.manifest import read_manifest
     from training import evaluate, results
     from training.rows import is_aft_row, read_jsonl
-    from training.toy import RecipeConfig, run_recipe
+    from training.toy import run_recipe
 
     os.environ.update(CPU_ENGINE_ENV)
     config = RecipeConfig(digits=4, shape=ModelShape(hidden_size=64, layers=1, heads=1), sft_examples=64,
@@ -196,6 +198,6 @@ def test_the_command_line_reaches_the_recipe(tmp_path: Path, monkeypatch: pytest
     (out, config, work), = seen
     assert (out, work) == (tmp_path / "m", tmp_path / "m-work")
     assert (config.seed, config.aft_plain_targets, config.sft_steps, config.sft_examples) == (3, "reference", 10, 640)
-    assert config.task == "multiplication" and toy.RecipeConfig().aft_plain_targets == "sampled"
+    assert config.task == "multiplication" and RecipeConfig().aft_plain_targets == "sampled"
     with pytest.raises(ValueError, match="aft_plain_targets"):
-        toy.RecipeConfig(aft_plain_targets="gold")
+        RecipeConfig(aft_plain_targets="gold")
