@@ -183,9 +183,9 @@ async def test_drafts_stream_as_reasoning_before_the_answer(service: Service) ->
     text = "".join(r for r in reasoning if r)
     headings = [line for line in text.splitlines() if line.startswith("### Round")]
     assert headings == ["### Round 0 · draft 1", "### Round 0 · draft 2", "### Round 0 · draft 3"]
-    # The first draft came token by token: more than one piece before the second draft's heading.
-    second = next(i for i, r in enumerate(reasoning) if r and "draft 2" in r)
-    assert second > 2, reasoning[:second + 1]
+    # How many pieces the first draft comes in is not asserted here: vLLM merges a request's outputs
+    # when its reader falls behind, so on a loaded host it can arrive whole. That it streams while the
+    # other drafts are generated is tests/serving/test_live_drafts.py's, with a backend that paces it.
     # Round 0 is two engine requests (the streamed first draft, n = 2 for the rest), then the answer.
     assert service.engine("vllm:request_params_n_count") - requests == 3
     usage = chunks[-1].usage
