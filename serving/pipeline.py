@@ -24,7 +24,6 @@ their text came out longer in tokens than generated. Answers report the cap and 
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -34,6 +33,7 @@ from typing import Literal
 
 from serving.backends.base import Backend, Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Usage
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
+from serving.concurrency import all_or_first_error
 from serving.early_exit import AGREEING_FINISH, agreed_draft
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
@@ -257,8 +257,9 @@ class Pipeline:
         if subsets is None:
             outputs, trimmed = await fit_drafts(self.backend, conversation, drafts, budget, final=final, tools=tools)
             return outputs, None, trimmed
-        fitted = [await fit_drafts(self.backend, conversation, subset, budget, final=final, tools=tools)
-                  for subset in subsets]
+        # Each prompt is counted on its own (an upstream's /tokenize round trip): all at once.
+        fitted = await all_or_first_error(fit_drafts(self.backend, conversation, subset, budget, final=final,
+                                                     tools=tools) for subset in subsets)
         return drafts, [subset for subset, _ in fitted], sum(trimmed for _, trimmed in fitted)
 
     @staticmethod
@@ -338,12 +339,7 @@ class Pipeline:
         budget = await self.plan(conversation, params)
         if n == 1:
             return [await self._run_one(conversation, params, 0, budget)]
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._run_one(conversation, params, i, budget)) for i in range(n)]
-        except ExceptionGroup as group_error:
-            raise group_error.exceptions[0] from None
-        return [task.result() for task in tasks]
+        return await all_or_first_error(self._run_one(conversation, params, i, budget) for i in range(n))
 
     async def _run_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                        budget: DraftBudget | None) -> Answer:

@@ -9,12 +9,12 @@ from a generator seeded by the client's seed, the answer and the round; an unsee
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import replace
 
 from serving.backends.base import Backend, Completion, Generation, Sampling, Usage
+from serving.concurrency import all_or_first_error
 from serving.format import Message, aggregator_messages
 
 SUBSET_SEED_STEP = 2_003
@@ -46,16 +46,12 @@ async def aggregate_subsets(backend: Backend, conversation: Sequence[Message], s
     def seeded(number: int) -> Sampling:
         return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + SUBSET_SEED_STEP * number)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(backend.generate("aggregator", aggregator_messages(conversation, subset),
-                                                        seeded(number), n=1))
-                     for number, subset in enumerate(subsets)]
-    except ExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
+    generations = await all_or_first_error(
+        backend.generate("aggregator", aggregator_messages(conversation, subset), seeded(number), n=1)
+        for number, subset in enumerate(subsets))
     completions: list[Completion] = []
     usage = Usage()
-    for task in tasks:
-        completions.extend(task.result().completions)
-        usage.add(task.result().usage)
+    for generation in generations:
+        completions.extend(generation.completions)
+        usage.add(generation.usage)
     return Generation(completions, usage)

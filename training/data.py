@@ -18,7 +18,6 @@ target = the row's reference answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.backends.base import Backend, Sampling
+from serving.concurrency import all_or_first_error
 from serving.errors import InvalidRequest
 from serving.format import Message, proposer_messages
 from training.rows import (
@@ -225,12 +225,7 @@ async def on_policy_samples(backend: Backend, rows: Sequence[Mapping[str, Any]],
             if progress is not None:
                 progress()
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(queries))):
-                group.create_task(worker())
-    except ExceptionGroup as errors:
-        raise errors.exceptions[0] from None
+    await all_or_first_error(worker() for _ in range(min(concurrency, len(queries))))
     return [sample for sample in results if sample is not None]
 
 
