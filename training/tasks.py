@@ -79,6 +79,12 @@ def count_votes_correct(task: Task, problems: Sequence[Problem], samples: Sequen
 _NUMBER = re.compile(r"\d+")
 
 
+def first_number(text: str) -> str | None:
+    """The first run of digits in `text`, or None: what both toy tasks read as a response's answer."""
+    match = _NUMBER.search(text)
+    return match.group(0) if match else None
+
+
 class HeldOutSplit:
     """Held-out and training problems drawn by one generator (`_problems`), never the same ones."""
 
@@ -140,8 +146,7 @@ class MultiplicationTask(HeldOutSplit):
 
     def extract(self, text: str) -> str | None:
         """The first number of a response (what is checked and voted on)."""
-        match = _NUMBER.search(text)
-        return match.group(0) if match else None
+        return first_number(text)
 
     def check(self, problem: Problem, text: str) -> bool:
         return self.extract(text) == problem.answer
@@ -188,8 +193,7 @@ class ReversalTask(HeldOutSplit):
 
     def extract(self, text: str) -> str | None:
         """The first run of digits of a response."""
-        match = _NUMBER.search(text)
-        return match.group(0) if match else None
+        return first_number(text)
 
 
 TASKS = ("multiplication", "reversal")
