@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from serving.format import Message
 
@@ -61,7 +61,10 @@ def count_correct(task: Task, problems: Sequence[Problem], texts: Sequence[str |
     return sum(t is not None and task.extract(t) == p.answer for p, t in zip(problems, texts, strict=True))
 
 
-def majority_vote(answers: Sequence[str | None]) -> str | None:
+V = TypeVar("V", bound=Hashable)
+
+
+def majority_vote(answers: Sequence[V | None]) -> V | None:
     """The most frequent answer (None, no answer, never wins); ties go to the one seen first."""
     counts = Counter(a for a in answers if a is not None)
     if not counts:

@@ -107,7 +107,7 @@ def consensus(drafts: Sequence[str]) -> str:
     """Digit by digit, what most `drafts` say (ties: the earliest draft's), as long as most drafts are
     (ties: the earliest); surrounding whitespace is ignored, and a draft says nothing past its end."""
     texts = [d.strip() for d in drafts]
-    length = int(majority_vote([str(len(t)) for t in texts]) or 0)
+    length = majority_vote([len(t) for t in texts]) or 0
     return "".join(majority_vote([t[i] if i < len(t) else None for t in texts]) or "" for i in range(length))
 
 
