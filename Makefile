@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[cpu,dev,train,deploy]'
+	# instructor 1.17 pins jiter<0.15 and rich<15 while today's openai SDK needs jiter>=0.16: it runs
+	# with both (its tests here say so), so it comes without its pins; its other needs are in [dev].
+	$(BIN)/pip install -q --no-deps instructor==1.17.0
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
