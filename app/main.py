@@ -51,7 +51,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
             except Exception as exc:  # a dead engine may fail to stop cleanly; the process ends anyway
                 logger.warning("the backend did not close cleanly: %s: %s", type(exc).__name__, exc)
 
-    # The documents are routes of our own (app/routes/docs.py), behind the API key.
+    # The documents are routes of our own (app/routes/docs.py).
     app = FastAPI(title="AFT propose-and-aggregate service", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
