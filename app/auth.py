@@ -38,4 +38,12 @@ async def require_api_key(request: Request,
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
 
 
+async def require_api_key_for_metrics(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+    """/metrics is open unless --protect-metrics: a scraper configured from pod annotations cannot send a key."""
+    if request.app.state.settings.protect_metrics:
+        await require_api_key(request, credentials)
+
+
 Authorized = Annotated[None, Depends(require_api_key)]
+MetricsAuthorized = Annotated[None, Depends(require_api_key_for_metrics)]

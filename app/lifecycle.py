@@ -40,6 +40,11 @@ class Lifecycle:
         self._deadlines: set[asyncio.Timeout] = set()
         self._drain: asyncio.Task[None] | None = None
 
+    @property
+    def draining(self) -> bool:
+        """True from the first SIGTERM on (app/drain.py tells clients to close their connections)."""
+        return self._drain is not None
+
     def check(self) -> None:
         """Raise the reason the service takes no more requests, if it has one (/health asks)."""
         if self._refusal is not None:

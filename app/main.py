@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.access_log import AccessLog
 from app.backend import build_backend
 from app.chat import ChatService
+from app.drain import CloseConnectionsWhileDraining
 from app.errors import install_error_handlers
 from app.lifecycle import Lifecycle
 from app.limits import BodyLimits
@@ -50,7 +51,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
             except Exception as exc:  # a dead engine may fail to stop cleanly; the process ends anyway
                 logger.warning("the backend did not close cleanly: %s: %s", type(exc).__name__, exc)
 
-    # The documents are routes of our own (app/routes/docs.py), behind the API key.
+    # The documents are routes of our own (app/routes/docs.py).
     app = FastAPI(title="AFT propose-and-aggregate service", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -61,7 +62,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     app.state.chat = ChatService(settings, pipeline, metrics, lifecycle)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.body_read_timeout)
-    app.add_middleware(AccessLog)  # added last: the outermost, so that it sees every response
+    app.add_middleware(AccessLog)  # the outermost but one, so that it sees every response
+    app.add_middleware(CloseConnectionsWhileDraining, lifecycle=lifecycle)  # outermost: every response
     for router in (chat.router, models.router, health.router, docs.router, playground.router):
         app.include_router(router)
     return app

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Bearer keys accepted (repeat the flag, or comma-separate AFT_API_KEYS). None: no auth.")
+    protect_metrics: bool = Field(False, description="Ask for one of the API keys on /metrics too. Off: /metrics is open like /health, so that Prometheus scrapes it without a key (pod annotations cannot carry one).")
     max_request_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above).")
     max_concurrent_requests: int = Field(256, gt=0, description="Chat requests served at once; more get 503 at once (no unbounded queue).")
     request_timeout: float = Field(300.0, gt=0, description="Seconds a chat request may take in all; past it: 504, or an error event ending a stream.")

@@ -1,10 +1,10 @@
-"""GET /health (open, for load balancers) and GET /metrics (Prometheus; behind the API key)."""
+"""GET /health (open, for load balancers) and GET /metrics (Prometheus; open unless --protect-metrics)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.auth import Authorized
+from app.auth import MetricsAuthorized
 from app.deps import LifecycleDep, MetricsDep
 from app.metrics import CONTENT_TYPE
 from app.routes.errors import documented
@@ -22,5 +22,5 @@ async def health(request: Request, lifecycle: LifecycleDep) -> dict[str, str]:
 
 
 @router.get("/metrics", responses=documented(401))
-async def metrics(m: MetricsDep, _: Authorized) -> Response:
+async def metrics(m: MetricsDep, _: MetricsAuthorized) -> Response:
     return Response(m.render(), media_type=CONTENT_TYPE)

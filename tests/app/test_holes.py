@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -65,13 +66,32 @@ async def test_a_chunked_body_over_the_limit_is_413(app_factory: Any, backend: G
     assert client.status == 413 and backend.calls == []
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/docs", "/openapi.json"])
-async def test_with_api_keys_the_documents_and_metrics_need_one(app_factory: Any, path: str) -> None:
+async def test_with_api_keys_metrics_need_one_only_when_protected(app_factory: Any) -> None:
+    for protect, status in ((False, 200), (True, 401)):
+        app = app_factory(api_keys=["sk-one"], protect_metrics=protect)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get("/metrics")).status_code == status
+            assert (await c.get("/metrics", headers={"authorization": "Bearer sk-one"})).status_code == 200
+            assert (await c.get("/metrics", headers={"authorization": "Bearer wrong"})).status_code == status
+            assert (await c.get("/health")).status_code == 200
+            assert (await c.get("/v1/models")).status_code == 401
+
+
+async def test_with_api_keys_the_docs_page_loads_its_schema_and_offers_to_authorize(app_factory: Any) -> None:
+    """Issue 22: a browser opening /docs sends no key, neither for the page nor for the schema it
+    fetches; the schema's bearer scheme gives the page its Authorize button."""
     app = app_factory(api_keys=["sk-one"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        assert (await c.get(path)).status_code == 401
-        assert (await c.get(path, headers={"authorization": "Bearer sk-one"})).status_code == 200
-        assert (await c.get("/health")).status_code == 200
+        page = await c.get("/docs")
+        schema_url = re.search(r"url: '([^']+)'", page.text)
+        assert page.status_code == 200 and schema_url is not None
+        schema = await c.get(schema_url.group(1))
+        assert schema.status_code == 200
+        assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        assert '"persistAuthorization": true' in page.text
+        # "Try it out" after Authorize: the request carries the key typed in.
+        assert (await c.get("/v1/models")).status_code == 401
+        assert (await c.get("/v1/models", headers={"authorization": "Bearer sk-one"})).status_code == 200
 
 
 async def test_without_api_keys_they_stay_open(client: httpx.AsyncClient) -> None:
@@ -107,7 +127,7 @@ async def test_an_upstream_failures_detail_is_logged_not_sent(
 async def test_openapi_documents_auth_and_error_statuses(app_factory: Any) -> None:
     app = app_factory(api_keys=["sk-one"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        spec = (await c.get("/openapi.json", headers={"authorization": "Bearer sk-one"})).json()
+        spec = (await c.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     operation = spec["paths"]["/v1/chat/completions"]["post"]
     assert operation["security"] == [{"HTTPBearer": []}]

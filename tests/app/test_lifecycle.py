@@ -117,3 +117,24 @@ def test_the_engines_death_is_engine_dead() -> None:
 
     error = _map_error(EngineDeadError())
     assert isinstance(error, EngineDead) and "vLLM" in (error.detail or "")
+
+
+async def test_from_shutdown_on_every_response_says_connection_close(app_factory: Any,
+                                                                     backend: GatedBackend) -> None:
+    """Issue 24: a client must not reuse a connection the server will close (app/drain.py), and an
+    answer that was being computed at SIGTERM closes its connection too."""
+    backend.held = True
+    app = app_factory(shutdown_timeout=60)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        before = await c.get("/v1/models")
+        answering = asyncio.ensure_future(c.post("/v1/chat/completions", json=chat_body()))
+        await backend.called.wait()
+        app.state.lifecycle.shutdown()
+        after = [await c.get("/v1/models"), await c.get("/health"), await c.post("/v1/chat/completions",
+                                                                                 json=chat_body())]
+        backend.go.set()
+        answered = await answering
+    assert "connection" not in before.headers
+    assert [r.status_code for r in after] == [200, 503, 503]
+    assert answered.status_code == 200
+    assert all(r.headers["connection"] == "close" for r in [*after, answered])

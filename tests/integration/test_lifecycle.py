@@ -63,16 +63,22 @@ async def test_sigterm_drains_then_ends_the_streams_left_and_exits_0(tmp_path: P
     base = f"http://127.0.0.1:{port}"
     with running(stub, f"http://127.0.0.1:{stub_port}/health", tmp_path / "stub.log", timeout=30), \
             running(service, f"{base}/health", tmp_path / "service.log", timeout=60) as process:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client, \
+                httpx.AsyncClient(base_url=base, timeout=10) as prober, \
+                httpx.AsyncClient(base_url=base, timeout=10) as other:
             short, long = Stream(client, 8), Stream(client, 400)
             await asyncio.wait_for(asyncio.gather(short.started.wait(), long.started.wait()), 20)
+            # Connections opened before SIGTERM and kept alive: requests on them get 503 (and close them).
+            assert (await prober.get("/health")).status_code == 200 and (await other.get("/health")).status_code == 200
             os.kill(process.pid, signal.SIGTERM)
-            async with httpx.AsyncClient(base_url=base, timeout=10) as fresh:  # a new connection
-                health = await fresh.get("/health")
-                refused = await fresh.post("/v1/chat/completions", json={
-                    "model": "aft", "messages": [{"role": "user", "content": "hi"}]})
-            assert health.status_code == 503
+            await asyncio.sleep(0.5)
+            health = await prober.get("/health")
+            refused = await other.post("/v1/chat/completions", json={
+                "model": "aft", "messages": [{"role": "user", "content": "hi"}]})
+            assert health.status_code == 503 and health.headers["connection"] == "close"
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+            with pytest.raises(httpx.ConnectError):  # the server stopped accepting at SIGTERM
+                await prober.get("/health")
             await asyncio.wait_for(asyncio.gather(short.task, long.task), 20)
         returncode = await asyncio.to_thread(process.wait, 30)
     assert short.errors() == [] and short.events[-1] == "[DONE]"
