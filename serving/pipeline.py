@@ -38,7 +38,7 @@ from serving.early_exit import AGREEING_FINISH, agreed_draft
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
-from serving.subset import aggregate_subsets, pick_subsets, subset_rng
+from serving.subset import aggregate_subsets, pick_subsets
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ class Pipeline:
         aggregation's drafts are cut, when needed, to fit its prompt."""
         final = round_ == params.rounds
         subsets = pick_subsets(drafts, params.subset, 1 if final else params.proposals,
-                               subset_rng(params.draft_sampling.seed, index, round_))
+                               seed=params.draft_sampling.seed, index=index, round_=round_)
         if budget is None:
             return drafts, subsets, 0
         tools = params.draft_sampling.tools
