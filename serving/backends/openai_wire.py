@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from serving.backends.base import Sampling, ToolCall, Usage
+from serving.backends.base import Sampling, ToolCall, ToolCallDelta, Usage
 from serving.format import Message
 
 _STREAM_OPTIONS = {"include_usage": True}
@@ -72,5 +72,7 @@ class CallDeltas:
             call["name"] += function.get("name") or ""
             call["arguments"] += function.get("arguments") or ""
 
-    def joined(self) -> tuple[ToolCall, ...]:
-        return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.items()))
+    def joined(self) -> tuple[ToolCallDelta, ...]:
+        """Each call whole, as one piece."""
+        return tuple(ToolCallDelta(index, c["arguments"], c["id"], c["name"])
+                     for index, c in sorted(self.calls.items()))

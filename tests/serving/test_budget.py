@@ -93,7 +93,7 @@ async def test_no_room_is_refused_before_any_generation() -> None:
         assert str(number) in message
     assert refused.value.code == "context_length_exceeded" and refused.value.param == "messages"
     with pytest.raises(ContextLengthExceeded):
-        await anext(pipeline.stream(long, params(3, 2), n=2))
+        await pipeline.plan(long, params(3, 2))
     assert backend.calls == []
 
 
@@ -119,7 +119,8 @@ async def test_drafts_longer_in_the_prompt_are_trimmed_to_fit() -> None:
     # Each "~" takes one token more in a prompt than it was generated as (a byte decoded to U+FFFD).
     backend = ScriptedBackend(context_length=2048, count_tokens=lambda text: len(text.split()) + text.count("~"))
     backend.reply = filling(backend, "~")
-    events = [e async for e in Pipeline(backend).stream(FOX, params(3, 2))]
+    pipeline = Pipeline(backend)
+    events = [e async for e in pipeline.stream(FOX, params(3, 2), budget=await pipeline.plan(FOX, params(3, 2)))]
     assert_every_call_fits(backend)
     layers = [e.layer for e in events if isinstance(e, LayerDone)]
     assert [layer.trimmed for layer in layers] == [3, 3]
