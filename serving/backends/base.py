@@ -156,7 +156,7 @@ class Backend(Protocol):
         ...
 
     def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
-        """Sample one completion and yield its text as the engine produces it."""
+        """Sample one completion and yield its text (and pieces of its tool calls) as the engine produces it."""
         ...
 
     async def prompt_size(self, role: Role, messages: Sequence[Message],
