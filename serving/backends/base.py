@@ -120,8 +120,8 @@ def joined_calls(pieces: Sequence[ToolCallDelta]) -> tuple[ToolCall, ...]:
 @dataclass(frozen=True)
 class StreamDelta:
     """A piece of a streamed sample: more of its text, and pieces of the tool calls it makes
-    (ToolCallDelta; calls parsed as the text is generated stream, others come whole once parsed).
-    The last one carries finish_reason and the request's usage."""
+    (ToolCallDelta: as the engine's parser or the upstream finds them; a forced call whole once its
+    JSON is complete). The last one carries finish_reason and the request's usage."""
 
     text: str
     finish_reason: str | None = None
