@@ -7,14 +7,16 @@ the usage; `data: [DONE]` always ends the stream, after an error event if one oc
 Token chunks are the hot path (one per token per answer): their JSON around the text is
 rendered once per stream, and each token only escapes its text (the C encoder json itself
 uses) between a prefix and a suffix; the bytes are what json.dumps of the chunk dict would
-give. Rarer chunks (role, finish, usage, drafts, errors) are dumped as dicts.
+give. Rarer chunks (role, finish, usage, drafts, errors) are dicts dumped by orjson, whose bytes are
+json.dumps's (compact, non-ASCII as it is) at a tenth of its cost.
 """
 
 from __future__ import annotations
 
-import json
 from json.encoder import encode_basestring
 from typing import Any
+
+import orjson
 
 from app.protocol import ErrorResponse
 from app.reasoning import FIELDS, heading
@@ -26,7 +28,7 @@ DONE = "data: [DONE]\n\n"
 
 
 def _sse(payload: dict[str, Any]) -> str:
-    return "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+    return "data: " + orjson.dumps(payload).decode() + "\n\n"
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:

@@ -28,6 +28,14 @@ def test_token_chunks_are_the_json_of_the_chunk() -> None:
             "data: " + json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
 
+def test_other_chunks_are_the_json_of_the_chunk_too() -> None:
+    renderer = ChunkRenderer("chatcmpl-1", "mödel ☃", 7, 1)
+    done = AnswerDone(0, "stop", Usage(3, 1, 1), [Usage(3, 1, 1)], early_exit_round=0)
+    for chunk in (renderer.roles(), renderer.answer_done(done), renderer.usage(proposals=3, rounds=1, subset=3)):
+        payload = json.loads(chunk[len("data: "):])
+        assert chunk == "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
 def test_call_pieces_are_openai_tool_call_deltas() -> None:
     renderer = ChunkRenderer("r", "m", 1, 1)
     pieces = [AnswerDelta(0, "", (ToolCallDelta(0, "", "call_1", "get_weather"),)),
