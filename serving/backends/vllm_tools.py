@@ -120,6 +120,7 @@ class CallStream:
             self.called = bool(calls)
             return content, tuple(ToolCallDelta(i, call.arguments, call.id, call.name) for i, call in enumerate(calls))
         parser = self.tools.parser
+        assert parser is not None  # only a forced call is read without one
         message = parser.extract_tool_calls_streaming(previous_text, self.text, text, previous_ids, self.token_ids,
                                                       list(token_ids), self.tools.request)
         if message is None:
