@@ -71,7 +71,10 @@ class StreamedAnswer(EventStream):
                         if first_token:
                             self.metrics.ttft.observe(time.perf_counter() - self.start)
                             first_token = False
-                        yield renderer.token(event.index, event.text).encode()
+                        if event.tool_calls:
+                            yield renderer.answer_delta(event).encode()
+                        else:
+                            yield renderer.token(event.index, event.text).encode()
                     elif isinstance(event, DraftDelta):
                         yield renderer.reasoning(event).encode()
                     elif isinstance(event, AnswerDone):

@@ -91,10 +91,10 @@ class AftOptions(BaseModel):
     include_proposals: bool = Field(False, description="Return every round's outputs with the answer.")
     reasoning: bool | None = Field(None, description="Send every round's drafts as the answer's reasoning "
                                    "(`reasoning` and `reasoning_content`) before its content; default: the server's.")
-    early_exit: Annotated[float, Field(gt=0, le=1)] | Literal["all", False] | None = Field(
+    early_exit: Annotated[float, Field(gt=0, le=1)] | Literal["all"] | bool | None = Field(
         None, description="Stop after a round whose drafts agree (identical after whitespace normalisation): "
-        "\"all\", or the share of the N drafts that must agree; the agreed draft is the answer. false or "
-        "null: off. Default: the server's.")
+        "\"all\" (or true), or the share of the N drafts that must agree; the agreed draft is the answer. "
+        "false or null: off. Default: the server's.")
     subset: int | None = Field(None, ge=1, description="K: every aggregation reads a random K of the round "
                                "before's N outputs (Recursive Self-Aggregation). Default: all N.")
 
@@ -102,10 +102,13 @@ class AftOptions(BaseModel):
     @classmethod
     def _share(cls, value: object) -> object:
         # One clear message for every bad value, rather than one per member of the union.
+        if value is True:
+            return "all"
         if value is None or value is False or value == "all":
             return value
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            raise ValueError(f'must be "all", a share of the drafts above 0 and at most 1, or false; got {value!r}')
+        if not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f'must be "all" (or true), a share of the drafts above 0 and at most 1, or false; '
+                             f"got {value!r}")
         return value
 
 

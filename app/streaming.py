@@ -7,26 +7,28 @@ the usage; `data: [DONE]` always ends the stream, after an error event if one oc
 Token chunks are the hot path (one per token per answer): their JSON around the text is
 rendered once per stream, and each token only escapes its text (the C encoder json itself
 uses) between a prefix and a suffix; the bytes are what json.dumps of the chunk dict would
-give. Rarer chunks (role, finish, usage, drafts, errors) are dumped as dicts.
+give. Rarer chunks (role, finish, usage, drafts, errors) are dicts dumped by orjson, whose bytes are
+json.dumps's (compact, non-ASCII as it is) at a tenth of its cost.
 """
 
 from __future__ import annotations
 
-import json
 from json.encoder import encode_basestring
 from typing import Any
+
+import orjson
 
 from app.protocol import ErrorResponse
 from app.reasoning import FIELDS, heading
 from serving.backends.base import Usage
 from serving.live_draft import DraftDelta
-from serving.pipeline import AnswerDone, Layer
+from serving.pipeline import AnswerDelta, AnswerDone, Layer
 
 DONE = "data: [DONE]\n\n"
 
 
 def _sse(payload: dict[str, Any]) -> str:
-    return "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+    return "data: " + orjson.dumps(payload).decode() + "\n\n"
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
@@ -77,12 +79,25 @@ class ChunkRenderer:
         return (self._reasoning_prefixes[event.index] + escaped + self._reasoning_middle + escaped
                 + self._token_suffix)
 
-    def tool_calls(self, event: AnswerDone) -> str:
-        """The answer's tool calls, each whole in one delta (OpenAI clients join deltas by index)."""
-        calls = [{"index": i, "id": call.id, "type": "function",
-                  "function": {"name": call.name, "arguments": call.arguments}}
-                 for i, call in enumerate(event.tool_calls)]
-        return self._chunk([self._choice(event.index, {"tool_calls": calls})]) if calls else ""
+    def answer_delta(self, event: AnswerDelta) -> str:
+        """A piece of the answer that carries pieces of its tool calls (and maybe text), in OpenAI's
+        shape: a call's first piece has its index, id, type and name, later ones its index and more
+        arguments (clients join them by index)."""
+        calls = []
+        for piece in event.tool_calls:
+            function: dict[str, str] = {}
+            if piece.name is not None:
+                function["name"] = piece.name
+            if piece.arguments or piece.name is not None:
+                function["arguments"] = piece.arguments
+            call: dict[str, Any] = {"index": piece.index}
+            if piece.id is not None:
+                call.update(id=piece.id, type="function")
+            call["function"] = function
+            calls.append(call)
+        delta: dict[str, Any] = {"content": event.text} if event.text else {}
+        delta["tool_calls"] = calls
+        return self._chunk([self._choice(event.index, delta)])
 
     def answer_done(self, event: AnswerDone) -> str:
         self.total.add(event.usage)
@@ -94,7 +109,7 @@ class ChunkRenderer:
         if event.early_exit_round is not None:
             answer["early_exit_round"] = event.early_exit_round
         self.answers.append(answer)
-        return self.tool_calls(event) + self._chunk([self._choice(event.index, {}, event.finish_reason)])
+        return self._chunk([self._choice(event.index, {}, event.finish_reason)])
 
     def layer(self, index: int, layer: Layer) -> str:
         return self._chunk([], aft={"index": index, "round": layer.round, "outputs": layer.outputs})

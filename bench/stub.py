@@ -11,8 +11,11 @@ It counts requests, open connections (and their peak) and cancelled responses (t
 client closed the connection before the response ended): GET /stats, POST /stats/reset.
 GET /trace returns (and forgets) the CLOCK_MONOTONIC microseconds at which each recent chat
 request arrived and its response left, so bench/trace.py can place a gateway's hops.
-GET /v1/models and GET /health answer too. It listens on 127.0.0.1 only and stops by
-itself after --lifetime seconds.
+GET /v1/models and GET /health answer too. With --context, POST /tokenize counts a chat
+prompt as vLLM's does (a byte-level stand-in: a token per four bytes of each message's content,
+four per message) and /v1/models declares that context, so the service plans a context budget
+and counts its aggregation prompts. It listens on 127.0.0.1 only and stops by itself after
+--lifetime seconds.
 
 Faults, for soak tests (bench/soak.py), all off by default: every k-th chat request can be
 answered with a 5xx error, dropped (connection closed before any byte of the response), cut
@@ -89,6 +92,7 @@ class Stats:
     cancelled: int = 0
     """Responses whose client closed the connection before the last byte."""
     completed: int = 0
+    tokenize_requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     """Faults injected, by kind (Faults.pick's names)."""
 
@@ -296,8 +300,16 @@ class StubProtocol(asyncio.Protocol):
                 self.response.start_stream()
             else:
                 self.response.schedule_whole()
+        elif path == "/tokenize" and method == "POST" and server.context:
+            server.stats.tokenize_requests += 1
+            messages = json.loads(body)["messages"]
+            count = sum(-(-len(m["content"].encode()) // 4) + 4 for m in messages)
+            self._reply(200, {"count": count, "max_model_len": server.context, "tokens": []})
         elif path == "/v1/models":
-            self._reply(200, {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "bench"}]})
+            model: dict[str, Any] = {"id": "stub", "object": "model", "owned_by": "bench"}
+            if server.context:
+                model["max_model_len"] = server.context
+            self._reply(200, {"object": "list", "data": [model]})
         elif path == "/health":
             self._reply(200, {"status": "ok"})
         elif path == "/stats" and method == "GET":
@@ -318,8 +330,10 @@ class StubProtocol(asyncio.Protocol):
 
 
 class StubServer:
-    def __init__(self, timing: Timing, faults: Faults | None = None) -> None:
+    def __init__(self, timing: Timing, faults: Faults | None = None, context: int = 0) -> None:
         self.timing = timing
+        self.context = context
+        """The model's context length that /tokenize reports; 0: no /tokenize (404)."""
         self.faults = faults or Faults()
         self.stats = Stats()
         self.trace: collections.deque[tuple[str, int]] = collections.deque(maxlen=10_000)
@@ -342,6 +356,8 @@ def main() -> None:
     parser.add_argument("--tpot-ms", type=float, default=1.0, help="time per output token (ms)")
     parser.add_argument("--tokens", type=int, default=32, help="output tokens per choice")
     parser.add_argument("--lifetime", type=float, default=1800.0, help="seconds after which the stub exits")
+    parser.add_argument("--context", type=int, default=0,
+                        help="serve POST /tokenize for a model of this context length (0: no /tokenize)")
     faults = parser.add_argument_group("faults", "every K-th chat request misbehaves (0: never)")
     faults.add_argument("--error-every", type=int, default=0, metavar="K", help="answer with a 5xx error")
     faults.add_argument("--drop-every", type=int, default=0, metavar="K", help="close the connection, no response")
@@ -359,7 +375,7 @@ def main() -> None:
         run = uvloop.run
     except ImportError:
         run = asyncio.run  # type: ignore[assignment]
-    run(StubServer(timing, fault_plan).serve(args.port, args.lifetime))
+    run(StubServer(timing, fault_plan, args.context).serve(args.port, args.lifetime))
 
 
 if __name__ == "__main__":

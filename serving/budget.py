@@ -25,6 +25,13 @@ merges across the numbered list; bytes of a cut character decoded to U+FFFD). So
 aggregation prompt is counted before it is sent, and when it does not leave room for its
 output, the longest drafts are cut and the prompt is counted again until it does (`fit_drafts`);
 the drafts cut are reported.
+
+Counting costs an upstream a /tokenize round trip, so a prompt is counted only when a cheap bound
+does not already prove it fits: the prompt without drafts (counted when the budget was planned)
+plus one token per byte of the drafts' text (no token of byte-level BPE or of SentencePiece with
+byte fallback holds less than a byte) plus a few tokens per draft where its text meets the list's
+own (`_BOUNDARY_TOKENS`). The bound holds for chat templates that write the system message once and
+as it is, which is what every template does that the aggregation format is served with.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 _CUT_TRIES = 4
 """Cut-and-count rounds before the drafts are dropped altogether (the prompt without them fits)."""
+
+_BOUNDARY_TOKENS = 8
+"""Tokens a draft may add beyond its bytes: at either end, the list's text next to it ("2. ",
+a newline) may be split differently once the draft is there."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,8 @@ async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: 
     """The drafts, cut where needed so that their aggregation prompt leaves room for its output,
     and how many were cut."""
     room = budget.room(final)
+    if budget.base_tokens + _most_tokens(drafts) <= room:
+        return drafts, 0
     tokens = await _count(backend, conversation, drafts, tools)
     if tokens <= room:
         return drafts, 0
@@ -131,6 +144,11 @@ async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: 
         if tokens <= room:
             return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
     return [""] * len(drafts), sum(1 for d in drafts if d)
+
+
+def _most_tokens(drafts: Sequence[str]) -> int:
+    """An upper bound on the tokens `drafts` add to the aggregation prompt counted without them."""
+    return sum(len(d) if d.isascii() else len(d.encode()) for d in drafts) + _BOUNDARY_TOKENS * len(drafts)
 
 
 async def _count(backend: Backend, conversation: Sequence[Message], drafts: Sequence[str],

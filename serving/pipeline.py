@@ -24,21 +24,30 @@ their text came out longer in tokens than generated. Answers report the cap and 
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from serving.backends.base import Backend, Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Usage
+from serving.backends.base import (
+    Backend,
+    Completion,
+    Generation,
+    Role,
+    Sampling,
+    StreamDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    joined_calls,
+)
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
 from serving.concurrency import all_or_first_error
 from serving.early_exit import AGREEING_FINISH, agreed_draft
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
-from serving.subset import aggregate_subsets, pick_subsets, subset_rng
+from serving.subset import aggregate_subsets, pick_subsets
 
 
 @dataclass(frozen=True)
@@ -90,10 +99,12 @@ class LayerDone:
 
 @dataclass
 class AnswerDelta:
-    """Event: the next piece of answer `index`."""
+    """Event: the next piece of answer `index`: more of its text, or pieces of the tool calls it
+    makes (each call's index, id and name first, then its arguments piece by piece; see ToolCallDelta)."""
 
     index: int
     text: str
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass
@@ -147,11 +158,6 @@ def _draft(completion: Completion) -> str:
     return draft_text(completion.text, [(call.name, call.arguments) for call in completion.tool_calls])
 
 
-class Plan(enum.Enum):
-    LATER = "later"
-    """`Pipeline.stream` plans the budget itself, as its first step."""
-
-
 def _budget_report(budget: DraftBudget | None, layers: list[Layer]) -> tuple[int | None, int]:
     capped_to = budget.draft_max_tokens if budget is not None and budget.capped else None
     return capped_to, sum(layer.trimmed for layer in layers)
@@ -168,9 +174,23 @@ def _total(by_round: list[Usage]) -> Usage:
     return total
 
 
-def _agreed(layers: list[Layer]) -> Layer | None:
-    """The last layer when its drafts agreed (early exit): the answer is its agreed draft."""
-    return layers[-1] if layers and layers[-1].agreed is not None else None
+def _early_answer(index: int, layers: list[Layer], budget: DraftBudget | None) -> Answer | None:
+    """The answer when the last round's drafts agreed (early exit): the draft they agreed on, with no
+    final aggregation. None when they did not."""
+    last = layers[-1] if layers else None
+    if last is None or last.agreed is None:
+        return None
+    by_round = [layer.usage for layer in layers]
+    return Answer(index, last.drafts[last.agreed], AGREEING_FINISH, layers, _total(by_round), by_round,
+                  *_budget_report(budget, layers), seconds_by_round=_seconds(layers, None),
+                  early_exit_round=last.round)
+
+
+def _done(answer: Answer) -> AnswerDone:
+    """The event that ends a streamed answer which is already complete."""
+    return AnswerDone(answer.index, answer.finish_reason, answer.usage, answer.usage_by_round,
+                      answer.drafts_capped_to, answer.drafts_trimmed, answer.tool_calls, answer.seconds_by_round,
+                      answer.early_exit_round)
 
 
 def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
@@ -250,7 +270,7 @@ class Pipeline:
         aggregation's drafts are cut, when needed, to fit its prompt."""
         final = round_ == params.rounds
         subsets = pick_subsets(drafts, params.subset, 1 if final else params.proposals,
-                               subset_rng(params.draft_sampling.seed, index, round_))
+                               seed=params.draft_sampling.seed, index=index, round_=round_)
         if budget is None:
             return drafts, subsets, 0
         tools = params.draft_sampling.tools
@@ -270,30 +290,18 @@ class Pipeline:
         return "aggregator", aggregator_messages(conversation, last.outputs if last.subsets is None
                                                  else last.subsets[0])
 
-    def stream(self, conversation: Sequence[Message], params: PipelineParams, *, n: int = 1,
-               budget: DraftBudget | Literal[Plan.LATER] | None = Plan.LATER,
-               live_drafts: bool = False) -> AsyncGenerator[Event, None]:
+    def stream(self, conversation: Sequence[Message], params: PipelineParams, *, budget: DraftBudget | None,
+               n: int = 1, live_drafts: bool = False) -> AsyncGenerator[Event, None]:
         """Run `n` independent pipelines; yield their events as they happen, answers token by token.
 
-        `budget` is `plan`'s result, awaited by a caller that must refuse before it starts a stream;
-        by default the stream plans it first, and a refusal is the stream's first event (raised).
+        `budget` is `plan`'s result, awaited first, so that a request is refused before its stream starts.
         Close the generator when stopping early: that closes the backend's stream at once, so it
         aborts its request now rather than whenever the generator is collected.
         With `live_drafts`, every draft's text comes too (DraftDelta), before its round's LayerDone."""
-        if budget is Plan.LATER:
-            return self._plan_then_stream(conversation, params, n, live_drafts)
         # The generator itself, not a wrapper re-yielding it: every token passes through as few layers as can be.
         if n == 1:
             return self._stream_one(conversation, params, 0, budget, live_drafts)
         return merge_streams([self._stream_one(conversation, params, i, budget, live_drafts) for i in range(n)])
-
-    async def _plan_then_stream(self, conversation: Sequence[Message], params: PipelineParams,
-                                n: int, live_drafts: bool) -> AsyncGenerator[Event, None]:
-        budget = await self.plan(conversation, params)
-        async with aclosing(self.stream(conversation, params, n=n, budget=budget,
-                                        live_drafts=live_drafts)) as events:
-            async for event in events:
-                yield event
 
     async def _stream_one(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                           budget: DraftBudget | None, live_drafts: bool) -> AsyncGenerator[Event, None]:
@@ -305,30 +313,29 @@ class Pipeline:
                     continue
                 layers.append(item)
                 yield LayerDone(index, item)
-        agreed = _agreed(layers)
-        if agreed is not None:
-            assert agreed.agreed is not None
-            if text := agreed.drafts[agreed.agreed]:
-                yield AnswerDelta(index, text)
-            by_round = [layer.usage for layer in layers]
-            yield AnswerDone(index, AGREEING_FINISH, _total(by_round), by_round, *_budget_report(budget, layers),
-                             seconds_by_round=_seconds(layers, None), early_exit_round=agreed.round)
+        early = _early_answer(index, layers, budget)
+        if early is not None:
+            if early.text:
+                yield AnswerDelta(index, early.text)
+            yield _done(early)
             return
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         last: StreamDelta | None = None
-        calls: list[ToolCall] = []
+        calls: list[ToolCallDelta] = []
         start = time.perf_counter()
         async with aclosing(self.backend.stream(role, messages, sampling)) as deltas:
             async for delta in deltas:
-                if delta.text:
+                if delta.tool_calls:
+                    yield AnswerDelta(index, delta.text, delta.tool_calls)
+                    calls.extend(delta.tool_calls)
+                elif delta.text:
                     yield AnswerDelta(index, delta.text)
-                calls.extend(delta.tool_calls)
                 last = delta
         final_usage = (last.usage if last and last.usage else Usage(requests=1))
         by_round = [layer.usage for layer in layers] + [final_usage]
         yield AnswerDone(index, last.finish_reason if last else None, _total(by_round), by_round,
-                         *_budget_report(budget, layers), tool_calls=tuple(calls),
+                         *_budget_report(budget, layers), tool_calls=joined_calls(calls),
                          seconds_by_round=_seconds(layers, time.perf_counter() - start))
 
     async def run(self, conversation: Sequence[Message], params: PipelineParams, *,
@@ -345,13 +352,9 @@ class Pipeline:
                        budget: DraftBudget | None) -> Answer:
         async with aclosing(self._drafts(conversation, params, index, budget)) as drafts:
             layers = [layer async for layer in drafts if isinstance(layer, Layer)]
-        agreed = _agreed(layers)
-        if agreed is not None:
-            assert agreed.agreed is not None
-            by_round = [layer.usage for layer in layers]
-            return Answer(index, agreed.drafts[agreed.agreed], AGREEING_FINISH, layers, _total(by_round), by_round,
-                          *_budget_report(budget, layers), seconds_by_round=_seconds(layers, None),
-                          early_exit_round=agreed.round)
+        early = _early_answer(index, layers, budget)
+        if early is not None:
+            return early
         role, messages = self._final_call(conversation, layers)
         sampling = _seeded(params.final_sampling, index, params.rounds)
         start = time.perf_counter()

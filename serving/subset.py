@@ -24,18 +24,21 @@ plus any round count, and times any N a server allows (below 499) less than what
 per answer."""
 
 
-def subset_rng(seed: int | None, index: int, round_: int) -> random.Random:
+def _subset_rng(seed: int | None, index: int, round_: int) -> random.Random:
     """The generator that picks round `round_`'s subsets for answer `index`."""
     if seed is None:
         return random.Random()
     return random.Random(f"aft-subset:{seed}:{index}:{round_}")
 
 
-def pick_subsets(outputs: Sequence[str], k: int | None, count: int, rng: random.Random) -> list[list[str]] | None:
-    """`count` subsets of K distinct outputs each (in the outputs' order), one per aggregation;
-    None when K is unset or K >= N: every aggregation reads all outputs."""
+def pick_subsets(outputs: Sequence[str], k: int | None, count: int, *, seed: int | None, index: int,
+                 round_: int) -> list[list[str]] | None:
+    """`count` subsets of K distinct outputs each (in the outputs' order), one per aggregation of
+    round `round_` of answer `index`; None when K is unset or K >= N: every aggregation reads all
+    outputs (and no generator is made: an unseeded one reads the OS's entropy, a cost per round)."""
     if k is None or k >= len(outputs):
         return None
+    rng = _subset_rng(seed, index, round_)
     return [[outputs[i] for i in sorted(rng.sample(range(len(outputs)), k))] for _ in range(count)]
 
 

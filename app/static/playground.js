@@ -36,6 +36,7 @@ class RunView {
     $("answer-view").hidden = rounds > 0; // shown once the answer starts
     $("usage").tBodies[0].replaceChildren();
     $("usage-view").hidden = true;
+    $("early-exit").hidden = true;
     this.status(rounds > 0 ? `round 0: writing ${proposals} drafts…` : "writing the answer…");
   }
 
@@ -114,9 +115,24 @@ class RunView {
     this.status(`done in ${total} (finish_reason: ${reason})${first}`);
   }
 
+  /** The answer is the draft that round `round`'s drafts agreed on (`aft.early_exit`): say so, and
+   *  mark the rounds that never ran. */
+  showEarlyExit(round) {
+    const note = $("early-exit");
+    note.textContent = `Early exit: the drafts of round ${round} agreed, so the answer is their draft; ` +
+      "no later round and no final aggregation ran.";
+    note.hidden = false;
+    for (const section of this.container.querySelectorAll(".round")) {
+      if (Number(section.dataset.round) <= round) continue;
+      section.classList.add("skipped");
+      for (const text of section.querySelectorAll(".draft.pending .text")) text.textContent = "not run";
+    }
+  }
+
   /** The last chunk: usage in total and, per round, from `aft.answers[0].usage_by_round`. */
   showUsage(usage, aft) {
     const answer = aft && Array.isArray(aft.answers) ? aft.answers[0] : null;
+    if (answer && Number.isInteger(answer.early_exit_round)) this.showEarlyExit(answer.early_exit_round);
     const body = $("usage").tBodies[0];
     const row = (cells) => {
       const tr = document.createElement("tr");

@@ -94,14 +94,39 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, in the shape of OpenAI's chunk `delta.tool_calls[]`: the first
+    piece of call `index` (0, 1, ... within the answer) carries its `id` and `name`; every piece may
+    carry more of its `arguments` (JSON text: the call's arguments are all its pieces joined in order).
+    A backend that knows a call only once it is complete sends it as one piece with all three."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+def joined_calls(pieces: Sequence[ToolCallDelta]) -> tuple[ToolCall, ...]:
+    """The whole calls that `pieces` (in the order streamed) make, by index."""
+    calls: dict[int, list[str]] = {}
+    for piece in pieces:
+        call = calls.setdefault(piece.index, ["", "", ""])
+        call[0] = piece.id or call[0]
+        call[1] = piece.name or call[1]
+        call[2] += piece.arguments
+    return tuple(ToolCall(*calls[index]) for index in sorted(calls))
+
+
+@dataclass(frozen=True)
 class StreamDelta:
-    """A piece of a streamed sample. The last one carries finish_reason and the request's usage; tool
-    calls come whole, each in one delta, once the engine or upstream has parsed them."""
+    """A piece of a streamed sample: more of its text, and pieces of the tool calls it makes
+    (ToolCallDelta: as the engine's parser or the upstream finds them; a forced call whole once its
+    JSON is complete). The last one carries finish_reason and the request's usage."""
 
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,7 +156,7 @@ class Backend(Protocol):
         ...
 
     def stream(self, role: Role, messages: Sequence[Message], sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
-        """Sample one completion and yield its text as the engine produces it."""
+        """Sample one completion and yield its text (and pieces of its tool calls) as the engine produces it."""
         ...
 
     async def prompt_size(self, role: Role, messages: Sequence[Message],

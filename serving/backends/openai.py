@@ -35,11 +35,12 @@ from serving.backends.base import (
     Role,
     Sampling,
     StreamDelta,
+    ToolCallDelta,
     Tools,
     Usage,
 )
 from serving.backends.openai_errors import raise_status, stream_error
-from serving.backends.openai_wire import CallDeltas, dumps, request_body, tool_calls_of, usage_of
+from serving.backends.openai_wire import call_pieces, dumps, request_body, tool_calls_of, usage_of
 from serving.backends.tokenizer import LocalTokenizer
 from serving.backends.upstream_client import (
     Method,
@@ -243,13 +244,13 @@ class OpenAIBackend:
 
     async def stream(self, role: Role, messages: Sequence[Message],
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
-        """Yield each content delta as it arrives, then one empty delta with finish_reason and usage."""
+        """Yield each content delta (and the pieces of tool calls) as it arrives, then one empty delta with
+        finish_reason and usage."""
         target = await self._target(role)
         response = await self._within_context(target, sampling, lambda s: self._open_stream(
             target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
-        calls = CallDeltas()
         done = ended = False
         # Leaving this generator early (the consumer closed us, or was cancelled) closes the response,
         # and with it the connection: vLLM sees the disconnect and aborts the request.
@@ -264,6 +265,7 @@ class OpenAIBackend:
                 lines = (rest + data if rest else data).split(b"\n")
                 rest = lines.pop()
                 pieces: list[str] = []
+                calls: list[ToolCallDelta] = []
                 for line in lines:
                     if done or not line.startswith(b"data:"):
                         continue  # blank separators, comments (keep-alives), other SSE fields
@@ -273,8 +275,8 @@ class OpenAIBackend:
                         continue
                     chunk = orjson.loads(payload)
                     if "error" in chunk:
-                        if pieces:
-                            yield StreamDelta("".join(pieces))
+                        if pieces or calls:
+                            yield StreamDelta("".join(pieces), tool_calls=tuple(calls))
                         raise stream_error(target.where, chunk, payload)
                     choices = chunk.get("choices")
                     if choices:
@@ -284,12 +286,14 @@ class OpenAIBackend:
                         if text:
                             pieces.append(text)
                         if delta and delta.get("tool_calls"):
-                            calls.add(delta["tool_calls"])
+                            calls.extend(call_pieces(delta["tool_calls"]))
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                     if chunk.get("usage"):
                         usage = usage_of(chunk["usage"])
-                if pieces:
+                if calls:
+                    yield StreamDelta("".join(pieces), tool_calls=tuple(calls))
+                elif pieces:
                     yield StreamDelta(pieces[0] if len(pieces) == 1 else "".join(pieces))
             ended = True
             if rest.startswith(b"data:") and rest[5:].strip() == b"[DONE]":
@@ -307,7 +311,7 @@ class OpenAIBackend:
         if not done and finish_reason is None:
             raise UpstreamUnavailable("the upstream model server ended the stream before it finished",
                                       detail=f"upstream {target.where.label}")
-        yield StreamDelta("", finish_reason=finish_reason, usage=usage, tool_calls=calls.joined())
+        yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
     async def _within_context(self, target: _Target, sampling: Sampling,
                               call: Callable[[Sampling], Awaitable[_T]]) -> _T:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from serving.backends.base import Sampling, ToolCall, Usage
+from serving.backends.base import Sampling, ToolCall, ToolCallDelta, Usage
 from serving.format import Message
 
 _STREAM_OPTIONS = {"include_usage": True}
@@ -56,21 +56,12 @@ def tool_calls_of(calls: Any) -> tuple[ToolCall, ...]:
                  for c in calls or ())
 
 
-class CallDeltas:
-    """A stream's tool-call deltas joined by index: the first delta of a call names it, later ones
-    add pieces of its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: dict[int, dict[str, str]] = {}
-
-    def add(self, deltas: Any) -> None:
-        for delta in deltas:
-            call = self.calls.setdefault(int(delta.get("index", len(self.calls))),
-                                         {"id": "", "name": "", "arguments": ""})
-            function = delta.get("function") or {}
-            call["id"] = delta.get("id") or call["id"]
-            call["name"] += function.get("name") or ""
-            call["arguments"] += function.get("arguments") or ""
-
-    def joined(self) -> tuple[ToolCall, ...]:
-        return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for _, c in sorted(self.calls.items()))
+def call_pieces(deltas: Any) -> tuple[ToolCallDelta, ...]:
+    """A chunk's `delta.tool_calls` as pieces of calls: a call's first delta names it, later ones add
+    pieces of its arguments (an index the upstream left out is 0: OpenAI's shape requires one)."""
+    pieces = []
+    for delta in deltas:
+        function = delta.get("function") or {}
+        pieces.append(ToolCallDelta(int(delta.get("index") or 0), str(function.get("arguments") or ""),
+                                    delta.get("id") or None, function.get("name") or None))
+    return tuple(pieces)

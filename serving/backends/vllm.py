@@ -13,8 +13,8 @@ vllm is imported lazily so that importing this module does not need it. The CPU 
 process, so a script that starts the engine needs an `if __name__ == "__main__":` guard.
 
 Tools (serving/backends/vllm_tools.py): the definitions are rendered by the chat template; with a
-tool parser and a tool_choice other than "none", the answer is generated whole, then parsed, so a
-streamed answer that may call a tool arrives in one piece (its text and calls) at the end.
+tool parser and a tool_choice other than "none", the answer's calls are parsed out of its text, and
+a streamed answer's calls stream piece by piece as the parser finds them, as from `vllm serve`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from serving.backends.base import (
     Role,
     Sampling,
     StreamDelta,
-    ToolCall,
+    ToolCallDelta,
     Tools,
     Usage,
 )
-from serving.backends.vllm_tools import ToolRequest, load_parser, template_messages, tool_request
+from serving.backends.vllm_tools import CallStream, ToolRequest, load_parser, template_messages, tool_request
 from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 from serving.format import Message
 
@@ -144,8 +144,8 @@ def _prompt_key(messages: Sequence[Message]) -> PromptKey:
     return tuple((m["role"], m["content"], calls(m)) for m in messages)
 
 
-def _finish(reason: str | None, calls: tuple[ToolCall, ...]) -> str | None:
-    return "tool_calls" if calls and reason == "stop" else reason
+def _finish(reason: str | None, called: bool) -> str | None:
+    return "tool_calls" if called and reason == "stop" else reason
 
 
 class VLLMBackend:
@@ -323,7 +323,7 @@ class VLLMBackend:
         completions = []
         for sample in samples:
             text, calls = tools.calls(sample.text)
-            completions.append(Completion(text, _finish(sample.finish_reason, calls), calls))
+            completions.append(Completion(text, _finish(sample.finish_reason, bool(calls)), calls))
         return Generation(completions, usage)
 
     async def stream(self, role: Role, messages: Sequence[Message],
@@ -334,9 +334,11 @@ class VLLMBackend:
         prompt = await self._request_prompt(messages, sampling.tools)
         tools = self._tool_request(sampling.tools)
         params = self._params(sampling, 1, len(prompt), RequestOutputKind.DELTA, tools)
+        calls = CallStream(tools) if tools is not None else None
         completion_tokens = 0
         finish_reason: str | None = None
         last_text = ""
+        last_calls: tuple[ToolCallDelta, ...] = ()
         async with aclosing(self._submit(prompt, params)) as outputs:
             # Iterate to exhaustion rather than return on `finished`: closing the engine's
             # generator early would send a (harmless but wasted) abort for a done request.
@@ -344,12 +346,15 @@ class VLLMBackend:
                 sample = output.outputs[0]
                 completion_tokens += len(sample.token_ids)
                 finish_reason = sample.finish_reason
-                if output.finished or tools is not None:
-                    # The finish's text travels with it; text that may hold a call waits for the parser.
-                    last_text += sample.text
+                if calls is not None:
+                    text, pieces = calls.piece(sample.text, sample.token_ids, finished=output.finished)
+                    if output.finished:  # the finish's text and calls travel with it
+                        last_text, last_calls = text, pieces
+                    elif text or pieces:
+                        yield StreamDelta(text, tool_calls=pieces)
+                elif output.finished:
+                    last_text = sample.text
                 elif sample.text:  # empty while a multi-byte character is incomplete
                     yield StreamDelta(sample.text)
-        calls: tuple[ToolCall, ...] = ()
-        if tools is not None:
-            last_text, calls = tools.calls(last_text)
-        yield StreamDelta(last_text, _finish(finish_reason, calls), Usage(len(prompt), completion_tokens, 1), calls)
+        yield StreamDelta(last_text, _finish(finish_reason, calls is not None and calls.called),
+                          Usage(len(prompt), completion_tokens, 1), last_calls)

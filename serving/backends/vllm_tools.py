@@ -6,19 +6,25 @@
 and the JSON that comes out is read as the calls. "none" asks for
 nothing: the tools are in the prompt, the answer is text.
 
+A streamed answer's calls stream as `vllm serve` streams them (CallStream): with "auto" the parser's
+`extract_tool_calls_streaming` turns each new piece of text into content and pieces of calls (a
+call's name first, then its arguments as they are written); a forced call is read whole at the end.
+
 vllm is imported lazily, as in serving/backends/vllm.py.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from serving.backends.base import ToolCall, Tools
+from serving.backends.base import ToolCall, ToolCallDelta, Tools
 from serving.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from vllm.entrypoints.generate.base.protocol import DeltaToolCall
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.tokenizers import TokenizerLike
     from vllm.tool_parsers.abstract_tool_parser import ToolParser
@@ -72,12 +78,17 @@ class ToolRequest:
             fields["structured_outputs"] = self.request.structured_outputs
         return fields
 
+    @property
+    def forced(self) -> bool:
+        """Whether the output is the calls' JSON (a "required" or named tool_choice), not the model's syntax."""
+        return self.request.structured_outputs is not None and self.request.tool_choice != "auto"
+
     def calls(self, text: str) -> tuple[str, tuple[ToolCall, ...]]:
         """(content, calls) of a finished completion."""
         from vllm.renderers.chat_utils import make_tool_call_id
 
         choice = self.request.tool_choice
-        if self.request.structured_outputs is not None and choice != "auto":
+        if self.forced:
             return "", tuple(ToolCall(make_tool_call_id(), name, arguments)
                              for name, arguments in _forced_calls(choice, text))
         info = self.parser.extract_tool_calls(text, self.request)
@@ -85,6 +96,48 @@ class ToolRequest:
             return text, ()
         return info.content or "", tuple(ToolCall(call.id or make_tool_call_id(), call.function.name,
                                                   call.function.arguments) for call in info.tool_calls)
+
+
+@dataclass
+class CallStream:
+    """The calls of one streamed completion, read piece by piece as it is generated."""
+
+    tools: ToolRequest
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    called: bool = False
+    """Whether a piece of a call was found (the answer's finish_reason is then "tool_calls")."""
+
+    def piece(self, text: str, token_ids: Sequence[int], *, finished: bool) -> tuple[str, tuple[ToolCallDelta, ...]]:
+        """(content, pieces of calls) that the completion's next `text` (and its `token_ids`) make;
+        with `finished`, also what the parser has read but not yet streamed (as `vllm serve` adds)."""
+        previous_text, previous_ids = self.text, self.token_ids
+        self.text, self.token_ids = previous_text + text, previous_ids + list(token_ids)
+        if self.tools.forced:
+            if not finished:
+                return "", ()
+            content, calls = self.tools.calls(self.text)
+            self.called = bool(calls)
+            return content, tuple(ToolCallDelta(i, call.arguments, call.id, call.name) for i, call in enumerate(calls))
+        parser = self.tools.parser
+        assert parser is not None  # only a forced call is read without one
+        message = parser.extract_tool_calls_streaming(previous_text, self.text, text, previous_ids, self.token_ids,
+                                                      list(token_ids), self.tools.request)
+        if message is None:
+            return "", ()
+        pieces = [_piece(call) for call in message.tool_calls]
+        if finished and pieces:
+            last = pieces[-1]
+            pieces[-1] = ToolCallDelta(last.index, last.arguments + parser.get_remaining_unstreamed_args(),
+                                       last.id, last.name)
+        self.called = self.called or bool(pieces)
+        return message.content or "", tuple(pieces)
+
+
+def _piece(call: DeltaToolCall) -> ToolCallDelta:
+    function = call.function
+    return ToolCallDelta(call.index, (function.arguments if function else None) or "", call.id,
+                         function.name if function else None)
 
 
 def _forced_calls(choice: Any, text: str) -> list[tuple[str, str]]:

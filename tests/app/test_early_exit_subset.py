@@ -76,7 +76,8 @@ async def test_without_early_exit_the_round_is_null(client: httpx.AsyncClient) -
 
 
 @pytest.mark.parametrize(("option", "exits"), [(None, True), ({"early_exit": None}, False),
-                                               ({"early_exit": False}, False), ({"early_exit": 1}, True)])
+                                               ({"early_exit": False}, False), ({"early_exit": 1}, True),
+                                               ({"early_exit": True}, True)])
 async def test_the_server_default_and_a_request_that_turns_it_off(
         app_factory: Callable[..., FastAPI], backend: GatedBackend, option: dict[str, Any] | None,
         exits: bool) -> None:
@@ -85,6 +86,20 @@ async def test_the_server_default_and_a_request_that_turns_it_off(
         body = (await client.post(URL, json=chat_body(aft={"proposals": 3, "rounds": 1, **(option or {})}))).json()
     assert (body["aft"]["answers"][0].get("early_exit_round") == 0) is exits
     assert len(backend.calls) == (1 if exits else 2)
+
+
+async def test_issue_22_early_exit_true_means_all(app_factory: Callable[..., FastAPI], backend: GatedBackend) -> None:
+    # `true` was a 400 although `false` is accepted and means off.
+    backend.reply = lambda call, i: "four" if call.role == "proposer" or i < 2 else "five"
+    transport = httpx.ASGITransport(app=app_factory())
+    async with httpx.AsyncClient(transport=transport, base_url="http://aft.test") as client:
+        agreeing = await client.post(URL, json=chat_body(aft={"proposals": 3, "rounds": 2, "early_exit": True}))
+        assert agreeing.status_code == 200, agreeing.text
+        assert agreeing.json()["aft"]["answers"][0]["early_exit_round"] == 0
+        # "all": two of three agreeing drafts are not enough.
+        backend.reply = lambda call, i: "four" if i < 2 else "five"
+        split = (await client.post(URL, json=chat_body(aft={"proposals": 3, "rounds": 1, "early_exit": True}))).json()
+    assert "early_exit_round" not in split["aft"]["answers"][0]
 
 
 async def test_subset_reads_k_drafts_per_aggregation(client: httpx.AsyncClient, backend: GatedBackend) -> None:
@@ -98,7 +113,7 @@ async def test_subset_reads_k_drafts_per_aggregation(client: httpx.AsyncClient, 
 
 @pytest.mark.parametrize(("aft", "param"), [
     ({"early_exit": 0}, "aft.early_exit"), ({"early_exit": 1.5}, "aft.early_exit"),
-    ({"early_exit": "most"}, "aft.early_exit"), ({"early_exit": True}, "aft.early_exit"),
+    ({"early_exit": "most"}, "aft.early_exit"),
     ({"early_exit": "0.5"}, "aft.early_exit"),
     ({"subset": 0}, "aft.subset"), ({"subset": 1.5}, "aft.subset"), ({"subset": 17}, "aft.subset"),
 ])

@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 from app.streaming import ChunkRenderer
-from serving.backends.base import Usage
-from serving.pipeline import AnswerDone
+from serving.backends.base import ToolCallDelta, Usage
+from serving.pipeline import AnswerDelta, AnswerDone
 from tests.app.conftest import ASGIClient, GatedBackend
 from tests.fakes import chat_body
 
@@ -26,6 +26,27 @@ def test_token_chunks_are_the_json_of_the_chunk() -> None:
                                  "finish_reason": None}]}
         assert renderer.token(index, text) == \
             "data: " + json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def test_other_chunks_are_the_json_of_the_chunk_too() -> None:
+    renderer = ChunkRenderer("chatcmpl-1", "mödel ☃", 7, 1)
+    done = AnswerDone(0, "stop", Usage(3, 1, 1), [Usage(3, 1, 1)], early_exit_round=0)
+    for chunk in (renderer.roles(), renderer.answer_done(done), renderer.usage(proposals=3, rounds=1, subset=3)):
+        payload = json.loads(chunk[len("data: "):])
+        assert chunk == "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def test_call_pieces_are_openai_tool_call_deltas() -> None:
+    renderer = ChunkRenderer("r", "m", 1, 1)
+    pieces = [AnswerDelta(0, "", (ToolCallDelta(0, "", "call_1", "get_weather"),)),
+              AnswerDelta(0, "", (ToolCallDelta(0, '{"city": '),)), AnswerDelta(0, "", (ToolCallDelta(0, '"Paris"}'),))]
+    deltas = [json.loads(renderer.answer_delta(piece)[len("data: "):])["choices"][0]["delta"] for piece in pieces]
+    assert deltas == [
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+    ]
 
 
 def test_usage_adds_up_the_answers_that_ended() -> None:

@@ -12,10 +12,10 @@ from scripts.launch import free_port
 
 
 @contextlib.asynccontextmanager
-async def stub(timing: Timing, faults: Faults | None = None) -> AsyncIterator[int]:
+async def stub(timing: Timing, faults: Faults | None = None, context: int = 0) -> AsyncIterator[int]:
     """The stub in this process on a free port, once it answers /health; yields the port."""
     port = free_port()
-    task = asyncio.create_task(StubServer(timing, faults).serve(port, lifetime=30))
+    task = asyncio.create_task(StubServer(timing, faults, context).serve(port, lifetime=30))
     for _ in range(100):
         with contextlib.suppress(OSError):
             await get_json_bytes(port, "/health")

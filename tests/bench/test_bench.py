@@ -55,6 +55,26 @@ async def test_trace_places_each_call_between_the_clients_stamps() -> None:
     assert len(hops) == 4 and all(0 <= hop < 10_000 for hop in hops)
 
 
+async def test_the_stub_counts_prompts_when_given_a_context() -> None:
+    from serving.backends.base import Sampling
+    from serving.backends.openai import OpenAIBackend, Upstream
+    from serving.pipeline import Pipeline, PipelineParams
+
+    async with stub(Timing(ttft=0.001, tpot=0.0, tokens=4), context=4096) as port:
+        backend = OpenAIBackend(Upstream(f"http://127.0.0.1:{port}/v1", model="stub"))
+        await backend.start()
+        try:
+            size = await backend.prompt_size("proposer", [{"role": "user", "content": "12345678"}])
+            [answer] = await Pipeline(backend).run([{"role": "user", "content": "hi"}], PipelineParams(
+                3, 2, Sampling(0.7, 0.95), Sampling(0.7, 1.0, max_tokens=16)))
+        finally:
+            await backend.close()
+        stats = json.loads(await get_json_bytes(port, "/stats"))
+    assert size is not None and (size.tokens, size.context_length) == (2 + 4, 4096)
+    # The budget is planned (two counts); the stub's short drafts fit by their bytes: no more counts.
+    assert answer.drafts_capped_to is not None and stats["tokenize_requests"] == 1 + 2
+
+
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0

@@ -29,12 +29,13 @@ class Service:
 
 
 @contextlib.contextmanager
-def playground_service(logs: Path, *stub_flags: str) -> Iterator[Service]:
-    """The stub (with `stub_flags`, e.g. its faults), and the service in front of it with an API key
-    and DEFAULT_PROPOSALS/ROUNDS."""
+def playground_service(logs: Path, *stub_flags: str, service_flags: tuple[str, ...] = ()) -> Iterator[Service]:
+    """The stub (with `stub_flags`, e.g. its faults), and the service in front of it with an API key,
+    DEFAULT_PROPOSALS/ROUNDS and `service_flags`."""
     stub_port, port = free_port(), free_port()
     service = [*gateway_command(port, stub_port), "--api-key", API_KEY,
-               "--default-proposals", str(DEFAULT_PROPOSALS), "--default-rounds", str(DEFAULT_ROUNDS)]
+               "--default-proposals", str(DEFAULT_PROPOSALS), "--default-rounds", str(DEFAULT_ROUNDS),
+               *service_flags]
     stub = [*stub_command(stub_port, TIMING), *stub_flags]
     with running(stub, f"http://127.0.0.1:{stub_port}/health", logs / "stub.log", timeout=30) as upstream, \
             running(service, f"http://127.0.0.1:{port}/health", logs / "service.log", timeout=60):

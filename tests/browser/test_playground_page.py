@@ -101,6 +101,23 @@ def test_three_drafts_then_the_answer_and_its_usage(page: Page, tmp_path: Path) 
     page.screenshot(path=tmp_path / "playground.png", full_page=True)
 
 
+def test_issue_22_an_answer_that_exited_early_says_so(browser: Browser, tmp_path: Path) -> None:
+    # The stub's non-streamed drafts are one text: with early exit on, round 1's three drafts agree
+    # (round 0's first draft streams timestamps, so round 0 does not), and the answer is their draft.
+    with playground_service(tmp_path, service_flags=("--early-exit", "all")) as service, \
+            open_page(browser, service) as page:
+        ask(page, key=API_KEY, proposals=3, rounds=3)
+        expect(page.locator("#early-exit")).to_contain_text("the drafts of round 1 agreed")
+        expect(page.locator(".round[data-round='2']")).to_have_class(re.compile("skipped"))
+        expect(page.locator(".round[data-round='2'] .draft .text").first).to_have_text("not run")
+        expect(page.locator("#answer")).to_contain_text("draft")
+        expect(page.locator("#status")).to_contain_text("done")
+        expect(page.locator("#usage tbody tr")).to_have_count(3)  # rounds 0 and 1, then the total
+        ask(page, key=API_KEY, proposals=3, rounds=1)  # the next answer runs in full: no note
+        expect(page.locator("#status")).to_contain_text("done")
+        expect(page.locator("#early-exit")).to_be_hidden()
+
+
 def test_the_key_is_kept_in_the_browser(page: Page) -> None:
     page.fill("#api-key", API_KEY)
     page.reload()

@@ -93,7 +93,7 @@ async def test_no_room_is_refused_before_any_generation() -> None:
         assert str(number) in message
     assert refused.value.code == "context_length_exceeded" and refused.value.param == "messages"
     with pytest.raises(ContextLengthExceeded):
-        await anext(pipeline.stream(long, params(3, 2), n=2))
+        await pipeline.plan(long, params(3, 2))
     assert backend.calls == []
 
 
@@ -119,7 +119,8 @@ async def test_drafts_longer_in_the_prompt_are_trimmed_to_fit() -> None:
     # Each "~" takes one token more in a prompt than it was generated as (a byte decoded to U+FFFD).
     backend = ScriptedBackend(context_length=2048, count_tokens=lambda text: len(text.split()) + text.count("~"))
     backend.reply = filling(backend, "~")
-    events = [e async for e in Pipeline(backend).stream(FOX, params(3, 2))]
+    pipeline = Pipeline(backend)
+    events = [e async for e in pipeline.stream(FOX, params(3, 2), budget=await pipeline.plan(FOX, params(3, 2)))]
     assert_every_call_fits(backend)
     layers = [e.layer for e in events if isinstance(e, LayerDone)]
     assert [layer.trimmed for layer in layers] == [3, 3]
@@ -160,11 +161,37 @@ async def test_drafts_that_fit_are_not_trimmed() -> None:
     assert all(len(o.split()) == answer.drafts_capped_to for layer in answer.layers for o in layer.outputs)
 
 
-async def test_prompts_counted_once_per_request_and_once_per_aggregation() -> None:
+async def test_prompts_counted_once_per_request_and_once_per_aggregation_that_may_not_fit() -> None:
     backend = ScriptedBackend(context_length=2048)
+    backend.reply = filling(backend)
     await Pipeline(backend).run(FOX, params(3, 2), n=3)
-    # The prompts without drafts once for all answers (proposer, aggregator); each aggregation once.
+    # The prompts without drafts once for all answers (proposer, aggregator); each aggregation
+    # whose drafts fill their budget once.
     assert backend.prompt_sizes == 2 + 3 * 2
+
+
+async def test_issue_22_an_aggregation_that_fits_by_its_bytes_is_not_counted() -> None:
+    # Every round cost the upstream a /tokenize round trip, even for drafts far shorter than their room.
+    backend = ScriptedBackend(context_length=2048)
+    [answer] = await Pipeline(backend).run(FOX, params(3, 2), n=1)
+    assert backend.prompt_sizes == 2  # the planning counts only
+    assert [c.role for c in backend.calls] == ["proposer", "aggregator", "aggregator"]
+    assert answer.drafts_trimmed == 0
+
+
+async def test_issue_22_a_tight_aggregation_is_still_counted() -> None:
+    # 200 bytes of drafts in 100 words (tokens here): the bound (bytes) says they might not fit in
+    # 150 tokens, the count says they do.
+    backend = ScriptedBackend(context_length=2048)
+    base = base_tokens(backend, FOX, 2)
+    drafts = ["a " * 50, "b " * 50]
+    budget = DraftBudget(100, True, base, base + 150 + 16, 16)
+    assert await fit_drafts(backend, FOX, drafts, budget, final=True) == (drafts, 0)
+    assert backend.prompt_sizes == 1
+    # With room for every byte, no count.
+    roomy = DraftBudget(100, True, base, base + 1000 + 16, 16)
+    assert await fit_drafts(backend, FOX, drafts, roomy, final=True) == (drafts, 0)
+    assert backend.prompt_sizes == 1
 
 
 async def test_plain_generation_counts_nothing() -> None:

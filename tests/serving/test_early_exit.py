@@ -132,7 +132,8 @@ async def test_greedy_drafts_agree() -> None:
 
 
 async def collect(pipeline: Pipeline, p: PipelineParams, *, n: int = 1, live: bool = False) -> list[Event]:
-    return [event async for event in pipeline.stream(CONVERSATION, p, n=n, live_drafts=live)]
+    return [event async for event in pipeline.stream(CONVERSATION, p, n=n, budget=await pipeline.plan(CONVERSATION, p),
+                                                       live_drafts=live)]
 
 
 async def test_streamed_early_exit_is_an_answer_like_any_other() -> None:

@@ -45,7 +45,7 @@ class HeldGenerate(ScriptedBackend):
 
 
 async def events(backend: ScriptedBackend, p: PipelineParams) -> list[Event]:
-    return [e async for e in Pipeline(backend).stream(CONVERSATION, p, live_drafts=True)]
+    return [e async for e in Pipeline(backend).stream(CONVERSATION, p, budget=None, live_drafts=True)]
 
 
 async def test_every_draft_comes_before_its_round_ends_and_the_answer() -> None:
@@ -78,7 +78,7 @@ async def test_round_zero_is_a_streamed_first_draft_and_one_request_for_the_rest
 
 async def test_the_first_draft_streams_while_the_others_are_still_generated() -> None:
     backend = HeldGenerate(reply=reply)
-    stream = Pipeline(backend).stream(CONVERSATION, params(3, 1), live_drafts=True)
+    stream = Pipeline(backend).stream(CONVERSATION, params(3, 1), budget=None, live_drafts=True)
     first = await anext(stream)
     assert isinstance(first, DraftDelta) and (first.round, first.draft, first.text) == (0, 0, "draft")
     assert not backend.release.is_set()
@@ -130,7 +130,7 @@ async def test_an_empty_first_draft_is_still_announced() -> None:
 
 async def test_closing_while_the_first_draft_streams_aborts_both_requests() -> None:
     backend = HeldGenerate(reply=reply)
-    stream = Pipeline(backend).stream(CONVERSATION, params(3, 1), live_drafts=True)
+    stream = Pipeline(backend).stream(CONVERSATION, params(3, 1), budget=None, live_drafts=True)
     assert isinstance(await anext(stream), DraftDelta)
     await stream.aclose()
     assert backend.cancelled == 2  # the held batch and the streamed first draft
@@ -146,7 +146,7 @@ async def test_a_failing_batch_ends_the_stream_with_its_error() -> None:
 
 async def test_without_live_drafts_the_stream_is_unchanged() -> None:
     backend = ScriptedBackend(reply=reply)
-    got = [e async for e in Pipeline(backend).stream(CONVERSATION, params(3, 1))]
+    got = [e async for e in Pipeline(backend).stream(CONVERSATION, params(3, 1), budget=None)]
     assert not any(isinstance(e, DraftDelta) for e in got)
     assert [(c.n, c.stream) for c in backend.calls] == [(3, False), (1, True)]
     assert any(isinstance(e, AnswerDelta) for e in got)

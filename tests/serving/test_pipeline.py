@@ -83,7 +83,7 @@ async def test_n_answers_are_independent_pipelines() -> None:
 
 async def test_stream_yields_layers_then_tokens_then_done() -> None:
     backend = ScriptedBackend(reply=lambda call, i: f"{call.role} says {i}")
-    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 2))]
+    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 2), budget=None)]
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["LayerDone", "LayerDone", "AnswerDelta", "AnswerDelta", "AnswerDelta", "AnswerDone"]
     assert "".join(e.text for e in events if isinstance(e, AnswerDelta)) == "aggregator says 0"
@@ -95,7 +95,7 @@ async def test_stream_yields_layers_then_tokens_then_done() -> None:
 
 async def test_stream_n_interleaves_answers_with_their_index() -> None:
     backend = ScriptedBackend(delay=0.001)
-    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2)]
+    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2, budget=None)]
     done = [e for e in events if isinstance(e, AnswerDone)]
     assert sorted(e.index for e in done) == [0, 1]
     assert sorted({e.index for e in events if isinstance(e, LayerDone)}) == [0, 1]
@@ -117,7 +117,7 @@ async def test_failure_of_one_answer_cancels_the_others() -> None:
 
 async def test_closing_a_stream_cancels_the_backend_stream() -> None:
     backend = ScriptedBackend(reply=lambda call, i: "a b c d e f", delay=0.01)
-    stream = Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2)
+    stream = Pipeline(backend).stream(CONVERSATION, params(2, 1), n=2, budget=None)
     async for event in stream:
         if isinstance(event, AnswerDelta):
             break

@@ -19,7 +19,7 @@ async def test_run_reports_each_rounds_duration() -> None:
 
 async def test_stream_reports_each_rounds_duration() -> None:
     backend = ScriptedBackend(delay=DELAY)  # each streamed word, too
-    events = [event async for event in Pipeline(backend).stream(CONVERSATION, params(3, 2), n=2)]
+    events = [event async for event in Pipeline(backend).stream(CONVERSATION, params(3, 2), n=2, budget=None)]
     for index in (0, 1):
         layers = [e.layer for e in events if isinstance(e, LayerDone) and e.index == index]
         [done] = [e for e in events if isinstance(e, AnswerDone) and e.index == index]

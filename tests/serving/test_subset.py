@@ -93,7 +93,7 @@ async def test_seeded_requests_pick_the_same_subsets_and_unseeded_ones_differ() 
 
 async def test_streamed_subsets_match_the_run() -> None:
     backend = ScriptedBackend(reply=named)
-    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(5, 2, 3))]
+    events = [e async for e in Pipeline(backend).stream(CONVERSATION, params(5, 2, 3), budget=None)]
     layers = [e.layer for e in events if isinstance(e, LayerDone)]
     assert layers[0].subsets is not None and len(layers[0].subsets) == 5
     assert all(len(s) == 3 for s in layers[0].subsets)

@@ -7,10 +7,20 @@ from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
-from serving.backends.base import Completion, Generation, Role, Sampling, StreamDelta, ToolCall, Tools, Usage
+from serving.backends.base import (
+    Completion,
+    Generation,
+    Role,
+    Sampling,
+    StreamDelta,
+    ToolCall,
+    ToolCallDelta,
+    Tools,
+    Usage,
+)
 from serving.errors import ContextLengthExceeded
 from serving.format import Message, aggregator_messages, draft_text, proposer_messages
-from serving.pipeline import AnswerDone, Pipeline, PipelineParams
+from serving.pipeline import AnswerDelta, AnswerDone, Pipeline, PipelineParams
 from tests.fakes import ScriptedBackend
 
 CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
@@ -34,7 +44,7 @@ class CallingBackend(ScriptedBackend):
                      sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
         async for _ in super().stream(role, messages, sampling):
             pass
-        yield StreamDelta("", "tool_calls", Usage(requests=1), (CALL,))
+        yield StreamDelta("", "tool_calls", Usage(requests=1), (ToolCallDelta(0, CALL.arguments, CALL.id, CALL.name),))
 
 
 def _params() -> PipelineParams:
@@ -66,10 +76,34 @@ async def test_drafts_calls_are_aggregated_as_text_and_the_final_calls_come_back
 
 
 async def test_a_streamed_answer_ends_with_its_calls() -> None:
-    events = [event async for event in Pipeline(CallingBackend()).stream(TURNS, _params())]
+    events = [event async for event in Pipeline(CallingBackend()).stream(TURNS, _params(), budget=None)]
     done = events[-1]
     assert isinstance(done, AnswerDone)
     assert (done.finish_reason, done.tool_calls) == ("tool_calls", (CALL,))
+
+
+PIECES = (ToolCallDelta(0, "", "call_1", "get_weather"), ToolCallDelta(0, '{"city": '), ToolCallDelta(0, '"Paris"}'))
+
+
+class PieceByPieceBackend(CallingBackend):
+    """The final answer's call streams as a parser finds it: name first, then its arguments in pieces."""
+
+    async def stream(self, role: Role, messages: Sequence[Message],
+                     sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
+        async for _ in ScriptedBackend.stream(self, role, messages, sampling):
+            pass
+        yield StreamDelta("Checking.")
+        for piece in PIECES:
+            yield StreamDelta("", tool_calls=(piece,))
+        yield StreamDelta("", "tool_calls", Usage(requests=1))
+
+
+async def test_a_streamed_calls_pieces_pass_through_as_they_come() -> None:
+    events = [event async for event in Pipeline(PieceByPieceBackend()).stream(TURNS, _params(), budget=None)]
+    deltas = [event for event in events if isinstance(event, AnswerDelta)]
+    assert [(d.text, d.tool_calls) for d in deltas] == [("Checking.", ())] + [("", (piece,)) for piece in PIECES]
+    done = events[-1]
+    assert isinstance(done, AnswerDone) and (done.finish_reason, done.tool_calls) == ("tool_calls", (CALL,))
 
 
 async def test_the_context_budget_counts_the_tool_definitions() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.backends.base import Sampling, StreamDelta, Usage
+from serving.backends.base import Sampling, StreamDelta, ToolCallDelta, Usage
 from serving.backends.openai import OpenAIBackend, Upstream
 from serving.errors import (
     ContextLengthExceeded,
@@ -195,6 +195,25 @@ async def test_stream_passes_each_delta_on_before_the_next_arrives(make: Make) -
     assert await asyncio.wait_for(anext(deltas), 5) == StreamDelta("first")
     gate.set()
     assert [d async for d in deltas] == [StreamDelta("second"), StreamDelta("", "stop", Usage(0, 0, 1))]
+
+
+async def test_a_calls_pieces_go_on_as_the_upstream_sends_them(make: Make) -> None:
+    # They were joined and sent whole with the finish: a client saw nothing of a call until it ended.
+    def call(piece: dict[str, Any]) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+
+    gate = asyncio.Event()
+    first = call({"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}})
+    more = [call({"index": 0, "function": {"arguments": piece}}) for piece in ('{"x": ', "1}")]
+    parts = [*sse(first), *sse(*more, chunk(reason="tool_calls"), "[DONE]")]
+    backend = await make(lambda _: httpx.Response(200, stream=Chunks(parts, gate)))
+    deltas = backend.stream("proposer", MESSAGES, SAMPLING)
+    named = StreamDelta("", tool_calls=(ToolCallDelta(0, "", "call_1", "f"),))
+    assert await asyncio.wait_for(anext(deltas), 5) == named
+    gate.set()
+    rest = [d async for d in deltas]
+    assert [p for d in rest for p in d.tool_calls] == [ToolCallDelta(0, '{"x": '), ToolCallDelta(0, "1}")]
+    assert rest[-1] == StreamDelta("", "tool_calls", Usage(0, 0, 1))
 
 
 @pytest.mark.parametrize("how", ["closed after a delta", "cancelled awaiting the answer", "cancelled mid-stream"])

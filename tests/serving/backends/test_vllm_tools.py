@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from serving.backends.base import ToolCall, Tools
+from serving.backends.base import Sampling, StreamDelta, ToolCall, Tools
 from serving.format import Message, aggregator_messages, proposer_messages
 from tests.tool_upstream import ARGUMENTS, CALL_ID, WEATHER_TOOL
 
@@ -95,3 +96,44 @@ async def test_the_tool_definitions_count_in_the_prompts_size(backend: Any) -> N
     plain = await backend.prompt_size("proposer", messages)
     with_tools = await backend.prompt_size("proposer", messages, Tools((WEATHER_TOOL,), "none"))
     assert with_tools.tokens > plain.tokens + 20
+
+
+CALLING = 'Let me check.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+def _engine_writing(tokenizer: Any, text: str, piece: int) -> Any:
+    """An engine stand-in that streams `text` in pieces of `piece` characters (RequestOutputKind.DELTA)."""
+    async def generate(prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
+        pieces = [text[i:i + piece] for i in range(0, len(text), piece)]
+        for number, chunk in enumerate(pieces, 1):
+            finished = number == len(pieces)
+            sample = SimpleNamespace(text=chunk, token_ids=[1], finish_reason="stop" if finished else None)
+            yield SimpleNamespace(outputs=[sample], finished=finished)
+
+    return SimpleNamespace(get_tokenizer=lambda: tokenizer, generate=generate)
+
+
+async def test_issue_22_a_streamed_call_arrives_in_pieces_as_from_vllm_serve(backend: Any, tokenizer: Any) -> None:
+    # The call was parsed once the answer completed and came whole in the last delta.
+    from serving.backends.base import joined_calls
+    from serving.backends.vllm_tools import load_parser
+
+    backend._engine, backend._parser, backend._max_model_len = _engine_writing(tokenizer, CALLING, 6), \
+        load_parser("hermes"), 4096
+    sampling = Sampling(0.7, 1.0, max_tokens=64, tools=Tools((WEATHER_TOOL,), "auto"))
+    deltas: list[StreamDelta] = [d async for d in backend.stream("aggregator", proposer_messages(CONVERSATION),
+                                                                 sampling)]
+    pieces = [piece for delta in deltas for piece in delta.tool_calls]
+    with_pieces = [delta for delta in deltas if delta.tool_calls]
+    assert len(with_pieces) >= 3  # the name, then the arguments as they are written
+    assert pieces[0].id and pieces[0].name == "get_weather" and pieces[0].index == 0
+    assert all(piece.id is None and piece.name is None for piece in pieces[1:])
+    [call] = joined_calls(pieces)
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    assert "".join(d.text for d in deltas) == "Let me check."
+    assert deltas[-1].finish_reason == "tool_calls" and deltas[-1].usage is not None
+    # Text that calls nothing streams as text.
+    backend._engine = _engine_writing(tokenizer, "Just text, no call.", 4)
+    plain = [d async for d in backend.stream("aggregator", proposer_messages(CONVERSATION), sampling)]
+    assert "".join(d.text for d in plain) == "Just text, no call." and len(plain) > 2
+    assert not any(d.tool_calls for d in plain) and plain[-1].finish_reason == "stop"
