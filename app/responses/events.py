@@ -1,0 +1,202 @@
+"""Pipeline events -> the Responses API's stream events, as Server-Sent Events (`event: TYPE` and
+`data: {...}`, every event with its sequence_number, from 0).
+
+The sequence, as OpenAI sends it and the SDK's `responses.stream()` helper accumulates it:
+response.created, response.in_progress; with aft.reasoning a reasoning item as the drafts come
+(output_item.added, content_part.added, one reasoning_text.delta per piece of a draft, each draft
+headed by its round and number; then reasoning_text.done, content_part.done, output_item.done);
+the answer's message (output_item.added, content_part.added, output_text.delta per token,
+output_text.done, content_part.done, output_item.done), left out when the answer is only calls;
+each function call (output_item.added, function_call_arguments.delta, .done, output_item.done);
+then response.completed (response.incomplete when max_output_tokens cut the answer) carrying the
+whole Response with its usage and `aft`. A failure mid-stream is one `error` event, and the
+stream ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.protocol import AftAnswer, AftInfo, AftLayer, ErrorResponse, RoundUsage
+from app.reasoning import heading
+from app.responses import translate
+from app.responses.protocol import (
+    FunctionCallOutput,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    ReasoningOutput,
+    ReasoningText,
+    ResponsesRequest,
+    Status,
+)
+from serving.backends.base import Usage
+from serving.live_draft import DraftDelta
+from serving.pipeline import AnswerDone, Layer
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def aft_answer(event: AnswerDone, layers: list[AftLayer] | None) -> AftAnswer:
+    return AftAnswer(
+        index=event.index, layers=layers, drafts_capped_to=event.drafts_capped_to,
+        drafts_trimmed=event.drafts_trimmed, early_exit_round=event.early_exit_round,
+        usage_by_round=[RoundUsage(round=i, requests=u.requests, prompt_tokens=u.prompt_tokens,
+                                   completion_tokens=u.completion_tokens, total_tokens=u.total_tokens)
+                        for i, u in enumerate(event.usage_by_round)])
+
+
+class ResponseEvents:
+    """Renders one streamed response (one answer) for app.answer_stream.StreamedAnswer."""
+
+    n = 1
+
+    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int, aft: AftInfo, *,
+                 include_proposals: bool) -> None:
+        self.request, self.request_id, self.created_at = request, response_id, created_at
+        self.aft = aft
+        self.include_proposals = include_proposals
+        self.reasoning_id, self.message_id, self.call_id = translate.item_ids(response_id)
+        self.output: list[OutputItem] = []
+        """The items done, in order."""
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+        self._sequence = 0
+        self._reasoning: str | None = None
+        """The open reasoning item's text; None when none is open."""
+        self._text: str | None = None
+        """The open message's text; None when none is open."""
+        self._draft = (-1, -1)
+        self._layers: list[AftLayer] = []
+
+    @property
+    def answers(self) -> list[AftAnswer]:
+        return self.aft.answers
+
+    def _event(self, kind: str, **fields: Any) -> str:
+        payload = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+    def _item_added(self, item: BaseModel) -> str:
+        return self._event("response.output_item.added", output_index=len(self.output), item=_dump(item))
+
+    def _item_done(self, item: OutputItem) -> str:
+        self.output.append(item)
+        return self._event("response.output_item.done", output_index=len(self.output) - 1, item=_dump(item))
+
+    def _response(self, status: str = "in_progress") -> dict[str, Any]:
+        done = status != "in_progress"
+        return _dump(translate.response(
+            self.request, self.request_id, self.created_at, list(self.output) if done else [],
+            finish_reason=self.finish_reason, status=status,
+            usage=translate.usage(self.usage.prompt_tokens, self.usage.completion_tokens, self.aft) if done else None,
+            aft=self.aft if done else None))
+
+    def opening(self) -> str:
+        response = self._response()
+        return (self._event("response.created", response=response)
+                + self._event("response.in_progress", response=response))
+
+    # ---- the drafts as a reasoning item
+
+    def reasoning(self, event: DraftDelta) -> str:
+        out = ""
+        if self._reasoning is None:
+            self._reasoning = ""
+            out += self._item_added(ReasoningOutput(id=self.reasoning_id, content=[], status="in_progress"))
+            out += self._event("response.content_part.added", item_id=self.reasoning_id,
+                               output_index=len(self.output), content_index=0,
+                               part={"type": "reasoning_text", "text": ""})
+        text = event.text
+        if self._draft != (event.round, event.draft):
+            self._draft = (event.round, event.draft)
+            text = heading(event.round, event.draft) + text
+        self._reasoning += text
+        return out + self._event("response.reasoning_text.delta", item_id=self.reasoning_id,
+                                 output_index=len(self.output), content_index=0, delta=text)
+
+    def _close_reasoning(self) -> str:
+        if self._reasoning is None:
+            return ""
+        text, self._reasoning = self._reasoning, None
+        index = len(self.output)
+        part = ReasoningText(text=text)
+        return (self._event("response.reasoning_text.done", item_id=self.reasoning_id, output_index=index,
+                            content_index=0, text=text)
+                + self._event("response.content_part.done", item_id=self.reasoning_id, output_index=index,
+                              content_index=0, part=_dump(part))
+                + self._item_done(ReasoningOutput(id=self.reasoning_id, content=[part], status="completed")))
+
+    # ---- the answer: its message, then its calls
+
+    def _open_message(self) -> str:
+        if self._text is not None:
+            return ""
+        self._text = ""
+        return (self._close_reasoning()
+                + self._item_added(OutputMessage(id=self.message_id, status="in_progress", content=[]))
+                + self._event("response.content_part.added", item_id=self.message_id,
+                              output_index=len(self.output), content_index=0, part=_dump(OutputText(text=""))))
+
+    def token(self, index: int, text: str) -> str:
+        if not text:
+            return ""
+        out = self._open_message()
+        self._text = (self._text or "") + text
+        return out + self._event("response.output_text.delta", item_id=self.message_id,
+                                 output_index=len(self.output), content_index=0, delta=text, logprobs=[])
+
+    def _close_message(self, status: Status) -> str:
+        out = self._open_message()
+        text, self._text = self._text or "", None
+        index = len(self.output)
+        part = OutputText(text=text)
+        return out + (
+            self._event("response.output_text.done", item_id=self.message_id, output_index=index,
+                        content_index=0, text=text, logprobs=[])
+            + self._event("response.content_part.done", item_id=self.message_id, output_index=index,
+                          content_index=0, part=_dump(part))
+            + self._item_done(OutputMessage(id=self.message_id, status=status, content=[part])))
+
+    def answer_done(self, event: AnswerDone) -> str:
+        self.finish_reason = event.finish_reason
+        self.usage.add(event.usage)
+        self.aft.answers.append(aft_answer(event, self._layers if self.include_proposals else None))
+        out = self._close_reasoning()
+        if self._text is not None or not event.tool_calls:
+            out += self._close_message("incomplete" if event.finish_reason == "length" else "completed")
+        for i, call in enumerate(event.tool_calls):
+            item_id = f"{self.call_id}_{i}"
+            out += self._item_added(FunctionCallOutput(id=item_id, call_id=call.id, name=call.name, arguments="",
+                                                       status="in_progress"))
+            index = len(self.output)
+            out += (self._event("response.function_call_arguments.delta", item_id=item_id, output_index=index,
+                                delta=call.arguments)
+                    + self._event("response.function_call_arguments.done", item_id=item_id, output_index=index,
+                                  name=call.name, arguments=call.arguments)
+                    + self._item_done(FunctionCallOutput(id=item_id, call_id=call.id, name=call.name,
+                                                         arguments=call.arguments, status="completed")))
+        return out
+
+    def layer(self, index: int, layer: Layer) -> str:
+        """Kept for the answer's `aft` in response.completed (with aft.include_proposals)."""
+        self._layers.append(AftLayer(round=layer.round, outputs=layer.outputs))
+        return ""
+
+    def closing(self) -> str:
+        response = self._response("completed")
+        kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        return self._event(kind, response=response)
+
+    def failed(self, body: ErrorResponse) -> str:
+        # OpenAI's `error` event (type, code, message, param) with the error body beside them too:
+        # the SDK raises an APIError with its message for an event that carries `error`.
+        error = body.error.model_copy(update={"param": translate.responses_param(body.error.param)})
+        return self._event("error", code=error.code, message=error.message, param=error.param,
+                           error=error.model_dump())
