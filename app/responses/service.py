@@ -26,7 +26,7 @@ async def _in_responses_terms(call: Awaitable[T]) -> T:
     try:
         return await call
     except InvalidRequest as exc:
-        exc.param = translate.responses_param(exc.param)
+        translate.in_responses_terms(exc)
         raise
 
 

@@ -53,6 +53,15 @@ def responses_param(param: str | None) -> str | None:
     return param
 
 
+def in_responses_terms(exc: InvalidRequest) -> None:
+    """Rename, in place, the chat parameter a refusal from the chat path names (its `param`, and the
+    dotted names its message quotes) to the Responses request's."""
+    exc.param = responses_param(exc.param)
+    for chat in ("response_format.json_schema", "response_format", "max_completion_tokens"):
+        exc.message = exc.message.replace(chat, _PARAMS[chat])
+    exc.args = (exc.message,)
+
+
 def _messages(request: ResponsesRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if request.instructions:

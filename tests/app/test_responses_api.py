@@ -236,3 +236,37 @@ async def test_what_the_service_cannot_do_is_a_400_naming_it(client: httpx.Async
 async def test_an_unknown_model_is_a_404(client: httpx.AsyncClient) -> None:
     reply = await client.post("/v1/responses", json={"model": "gpt-4o", "input": "Hi"})
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "model_not_found"
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+          "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("text_format", "wire"), [
+    ({"type": "json_schema", "name": "weather", "schema": SCHEMA, "strict": True, "description": "A city."},
+     {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA, "strict": True,
+                                             "description": "A city."}}),
+    ({"type": "json_object"}, {"type": "json_object"}),
+    ({"type": "text"}, None),
+])
+async def test_text_format_is_the_chat_paths_response_format(client: httpx.AsyncClient, backend: GatedBackend,
+                                                             text_format: dict[str, Any],
+                                                             wire: dict[str, Any] | None) -> None:
+    reply = await client.post("/v1/responses", json={"model": MODEL, "input": "Weather?", "aft": AFT,
+                                                      "text": {"format": text_format}})
+    assert reply.status_code == 200, reply.text
+    final = backend.calls[-1].sampling.response_format
+    assert (final.wire() if final else None) == wire
+    assert reply.json()["text"] == {"format": text_format}
+
+
+async def test_a_schema_that_is_not_one_is_a_400_naming_text_format(client: httpx.AsyncClient,
+                                                                    backend: GatedBackend) -> None:
+    reply = await client.post("/v1/responses", json={
+        "model": MODEL, "input": "Weather?",
+        "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "objekt"}}}})
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == "text.format.schema"
+    assert error["message"].startswith("text.format.schema is not a valid JSON schema")
+    assert backend.calls == []
