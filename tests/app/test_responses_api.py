@@ -6,6 +6,7 @@ events the OpenAI SDK's own types and its `responses.stream()` helper accept, an
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import TypeAdapter
 
 from serving.errors import UpstreamTimeout
 from tests.app.conftest import GatedBackend
+from tests.app.test_metrics import moved, scrape
 from tests.fakes import MODEL, Call
 
 AFT = {"proposals": 2, "rounds": 1}
@@ -270,3 +272,21 @@ async def test_a_schema_that_is_not_one_is_a_400_naming_text_format(client: http
     assert error["param"] == "text.format.schema"
     assert error["message"].startswith("text.format.schema is not a valid JSON schema")
     assert backend.calls == []
+
+
+async def test_responses_are_counted_and_logged_as_chat_requests_are(client: httpx.AsyncClient,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    before = await scrape(client)
+    with caplog.at_level(logging.INFO, logger="aft.access"):
+        assert (await client.post("/v1/responses", json={"model": MODEL, "input": "Hi", "aft": AFT})).status_code == 200
+        assert (await client.post("/v1/responses", json={"model": MODEL, "input": "Hi", "aft": AFT,
+                                                          "stream": True})).status_code == 200
+        assert (await client.post("/v1/responses", json={"model": MODEL, "input": "Hi", "background": True,
+                                                          "stream": True})).status_code == 400
+    after = await scrape(client)
+    assert moved(before, after, "aft_requests_total", stream="false", status="200") == 1
+    assert moved(before, after, "aft_requests_total", stream="true", status="200") == 1
+    assert moved(before, after, "aft_requests_total", stream="true", status="400") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "aft.access"]
+    assert len(lines) == 3 and all(line.startswith("POST /v1/responses") for line in lines)
+    assert "proposals=2 rounds=1" in lines[0] and "tokens=" in lines[1]
