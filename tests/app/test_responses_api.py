@@ -290,3 +290,14 @@ async def test_responses_are_counted_and_logged_as_chat_requests_are(client: htt
     lines = [r.getMessage() for r in caplog.records if r.name == "aft.access"]
     assert len(lines) == 3 and all(line.startswith("POST /v1/responses") for line in lines)
     assert "proposals=2 rounds=1" in lines[0] and "tokens=" in lines[1]
+
+
+async def test_include_proposals_puts_the_rounds_in_the_last_events_aft(client: httpx.AsyncClient,
+                                                                        backend: GatedBackend) -> None:
+    backend.reply = same_reply
+    request = {"model": MODEL, "input": "Hi", "aft": {**AFT, "include_proposals": True}}
+    whole = (await client.post("/v1/responses", json=request)).json()
+    sent = events((await client.post("/v1/responses", json={**request, "stream": True})).text)
+    layers = whole["aft"]["answers"][0]["layers"]
+    assert layers == [{"round": 0, "outputs": ["proposer says 1", "proposer says 1"]}]
+    assert sent[-1]["response"]["aft"]["answers"][0]["layers"] == layers
