@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -17,7 +18,9 @@ from fastapi import FastAPI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from serving.backends.base import Generation, Role, Sampling, StreamDelta
 from serving.errors import UpstreamTimeout
+from serving.format import Message
 from tests.app.conftest import GatedBackend
 from tests.app.test_metrics import moved, scrape
 from tests.fakes import MODEL, Call
@@ -301,3 +304,31 @@ async def test_include_proposals_puts_the_rounds_in_the_last_events_aft(client: 
     layers = whole["aft"]["answers"][0]["layers"]
     assert layers == [{"round": 0, "outputs": ["proposer says 1", "proposer says 1"]}]
     assert sent[-1]["response"]["aft"]["answers"][0]["layers"] == layers
+
+
+class CutBackend(GatedBackend):
+    """Every sample ends at max_tokens (finish_reason "length")."""
+
+    async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling, n: int) -> Generation:
+        generation = await super().generate(role, messages, sampling, n)
+        return Generation([replace(c, finish_reason="length") for c in generation.completions], generation.usage)
+
+    async def stream(self, role: Role, messages: Sequence[Message],
+                     sampling: Sampling) -> AsyncGenerator[StreamDelta, None]:
+        async for delta in super().stream(role, messages, sampling):
+            yield replace(delta, finish_reason="length") if delta.finish_reason else delta
+
+
+@pytest.mark.parametrize("backend", [CutBackend()])
+async def test_an_answer_cut_by_max_output_tokens_is_incomplete(client: httpx.AsyncClient,
+                                                                sdk: openai.AsyncOpenAI) -> None:
+    request = {"model": MODEL, "input": "Hi", "aft": AFT, "max_output_tokens": 3}
+    whole = (await client.post("/v1/responses", json=request)).json()
+    assert (whole["status"], whole["incomplete_details"]) == ("incomplete", {"reason": "max_output_tokens"})
+    assert whole["output"][0]["status"] == "incomplete"
+    sent = events((await client.post("/v1/responses", json={**request, "stream": True})).text)
+    assert sent[-1]["type"] == "response.incomplete"  # OpenAI's terminal event for a cut answer
+    assert without_ids(sent[-1]["response"]["output"]) == without_ids(whole["output"])
+    async with sdk.responses.stream(model=MODEL, input="Hi", max_output_tokens=3, extra_body={"aft": AFT}) as stream:
+        kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.incomplete"

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import openai
 import pytest
-from agents import Agent, RunConfig, Runner, function_tool
+from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
 from agents.models.openai_provider import OpenAIProvider
 from pydantic import BaseModel
 
@@ -153,3 +153,14 @@ async def test_the_in_process_engine_constrains_responses_parse(vllm_service: st
                                                 extra_body={"aft": {**AFT["aft"], "proposal_max_tokens": 64}})
     assert response.status == "completed"
     assert isinstance(response.output_parsed, Verdict)
+
+
+async def test_an_agent_with_an_output_type_on_the_in_process_engine(vllm_service: str) -> None:
+    # The tiny model cannot be relied on to call a tool; its answer is constrained to the output type.
+    async with openai.AsyncOpenAI(base_url=vllm_service, api_key="unused", max_retries=0) as client:
+        agent = Agent(name="judge", instructions="Answer yes or no.", model="aft", output_type=Verdict,
+                      model_settings=ModelSettings(max_tokens=64, extra_body={
+                          "aft": {**AFT["aft"], "proposal_max_tokens": 64}}))
+        config = RunConfig(model_provider=OpenAIProvider(openai_client=client), tracing_disabled=True)
+        result = await Runner.run(agent, "Is 17 + 25 = 42?", run_config=config)
+    assert isinstance(result.final_output, Verdict)
