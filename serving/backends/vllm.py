@@ -94,9 +94,16 @@ class EngineConfig:
     """Allow model code from the checkpoint's repository."""
     max_num_seqs: int | None = None
     """Most sequences in one batch (a request with n samples counts n)."""
+    compact_json: bool = True
+    """Constrained JSON (response formats, forced tool calls) has no whitespace between its tokens. With
+    whitespace allowed, a model unsure of what comes next can write newlines until max_tokens, and a
+    cut answer is no JSON at all: the toy checkpoint does so every time (bench/structured.py). Compact
+    JSON needs vLLM's xgrammar backend (not "auto", which falls back to guidance for the schemas xgrammar
+    cannot compile): those schemas are refused."""
 
     def to_engine_args(self) -> AsyncEngineArgs:
         """The vLLM engine arguments for this configuration."""
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         optional: dict[str, Any] = {
@@ -110,6 +117,9 @@ class EngineConfig:
             pipeline_parallel_size=self.pipeline_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,  # type: ignore[arg-type]
             enable_prefix_caching=self.enable_prefix_caching, trust_remote_code=self.trust_remote_code,
+            # vLLM allows compact JSON only with a named grammar backend: xgrammar, its default choice.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+            if self.compact_json else StructuredOutputsConfig(),
             **optional,
         )
 
