@@ -1,7 +1,7 @@
 """The Responses API as its real clients use it: the OpenAI SDK (`responses.create`, `.stream`, `.parse`)
 and the OpenAI Agents SDK with its default model (the Responses API), through the app `aft serve
 --backend openai` builds, over a scripted upstream model that calls a tool and honours the schema
-(tests/schema_upstream.py)."""
+(tests/tool_upstream.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from tests.app.tool_service import Service, service_fixture  # noqa: F401 (the `service` fixture)
 from tests.fakes import MODEL
-from tests.schema_upstream import SchemaToolModel
 from tests.tool_upstream import ARGUMENTS, CALL_ID
 
 AFT = {"aft": {"proposals": 2, "rounds": 1}}
@@ -62,7 +61,7 @@ async def test_a_tool_loop_on_the_responses_api(service: Service, stream: bool) 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_responses_parse_returns_the_parsed_object(service: Service, stream: bool) -> None:
-    async with service(SchemaToolModel()) as running:
+    async with service() as running:
         sdk = running.sdk
         if stream:
             async with sdk.responses.stream(model=MODEL, input=QUESTION, text_format=Weather,
@@ -88,7 +87,7 @@ def get_weather(city: str) -> str:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_an_agent_with_a_tool_and_an_output_type_runs_to_its_final_output(service: Service,
                                                                                 stream: bool) -> None:
-    async with service(SchemaToolModel(), enable_auto_tool_choice=True) as running:
+    async with service(enable_auto_tool_choice=True) as running:
         agent = Agent(name="weather", instructions="Answer with the weather.", model=MODEL, tools=[get_weather],
                       output_type=Weather)
         # The provider's default model: the Responses API.
@@ -99,5 +98,5 @@ async def test_an_agent_with_a_tool_and_an_output_type_runs_to_its_final_output(
                 pass
         else:
             result = await Runner.run(agent, QUESTION, run_config=config)  # type: ignore[assignment]
-    assert result.final_output == Weather(city=RESULT, summary=RESULT)
+    assert result.final_output == Weather(city="Paris", summary="Paris")
     assert running.model.bodies[-1]["messages"][-1]["content"] == RESULT  # the tool's result reached the model

@@ -33,8 +33,8 @@ Service = Callable[..., contextlib.AbstractAsyncContextManager[Running]]
 @pytest.fixture(name="service")
 def service_fixture() -> Service:
     @contextlib.asynccontextmanager
-    async def serve(model: ToolModel | None = None, **settings: Any) -> AsyncIterator[Running]:
-        model = model or ToolModel()
+    async def serve(**settings: Any) -> AsyncIterator[Running]:
+        model = ToolModel()
         async with upstream(model) as server:
             app = create_app(make_settings(upstream_url=server.url + "/v1", model="m", **settings))
             async with app.router.lifespan_context(app):

@@ -1,6 +1,6 @@
 """The Responses API through the real `aft serve` process on loopback, driven by its real clients:
 - `--backend openai` over a scripted upstream model that calls a tool and honours the schema
-  (tests/schema_upstream.py): the OpenAI SDK's `responses.create`, `.stream` (and its final response),
+  (tests/tool_upstream.py): the OpenAI SDK's `responses.create`, `.stream` (and its final response),
   `.parse(text_format=Model)`, and the Agents SDK's default model (an agent with a function tool and
   an `output_type`) run to its final output;
 - `--backend vllm` over the tiny model: a response, streamed and not, and `responses.parse`, whose
@@ -21,9 +21,8 @@ from agents.models.openai_provider import OpenAIProvider
 from pydantic import BaseModel
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
-from tests.schema_upstream import SchemaToolModel
 from tests.scripted_http import upstream
-from tests.tool_upstream import ARGUMENTS, CALL_ID
+from tests.tool_upstream import ARGUMENTS, CALL_ID, ToolModel
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ def scripted_upstream() -> Iterator[str]:
     stopping = asyncio.Event()
 
     async def serve() -> None:
-        async with upstream(SchemaToolModel()) as server:
+        async with upstream(ToolModel()) as server:
             started.set_result(server.url + "/v1")
             await stopping.wait()
 
@@ -112,7 +111,7 @@ async def test_an_agent_with_a_tool_and_an_output_type(sdk: openai.AsyncOpenAI) 
                   output_type=Weather)
     config = RunConfig(model_provider=OpenAIProvider(openai_client=sdk), tracing_disabled=True)
     result = await Runner.run(agent, QUESTION, run_config=config)
-    assert result.final_output == Weather(city=RESULT, summary=RESULT)
+    assert result.final_output == Weather(city="Paris", summary="Paris")
 
 
 @pytest.fixture(scope="module")
