@@ -16,6 +16,7 @@ stream ends.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel
@@ -67,11 +68,12 @@ class ResponseEvents:
         self.usage = Usage()
         self.finish_reason: str | None = None
         self._sequence = 0
-        self._reasoning: str | None = None
-        """The open reasoning item's text; None when none is open."""
-        self._text: str | None = None
-        """The open message's text; None when none is open."""
+        # The open reasoning item's and message's text, in pieces (joined once, when the item is
+        # done: a string grown per token would copy the whole text each time); None: not open.
+        self._reasoning: list[str] | None = None
+        self._text: list[str] | None = None
         self._draft = (-1, -1)
+        self._delta_parts: tuple[tuple[str, int], str, str] = (("", -1), "", "")
         self._layers: list[AftLayer] = []
 
     @property
@@ -82,6 +84,18 @@ class ResponseEvents:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return f"event: {kind}\ndata: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+    def _delta(self, kind: str, item_id: str, text: str, tail: str = "") -> str:
+        """A delta event, the hot path (one per token): the JSON around the number and the text is
+        rendered once per item, the text escaped as json.dumps would; the bytes are _event's."""
+        key = (kind, len(self.output))
+        if self._delta_parts[0] != key:
+            self._delta_parts = (key, f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":',
+                                 f',"item_id":{json.dumps(item_id, ensure_ascii=False)},"output_index":'
+                                 f'{len(self.output)},"content_index":0,"delta":')
+        _, before, after = self._delta_parts
+        self._sequence += 1
+        return before + str(self._sequence - 1) + after + encode_basestring(text) + tail + "}\n\n"
 
     def _item_added(self, item: BaseModel) -> str:
         return self._event("response.output_item.added", output_index=len(self.output), item=_dump(item))
@@ -108,7 +122,7 @@ class ResponseEvents:
     def reasoning(self, event: DraftDelta) -> str:
         out = ""
         if self._reasoning is None:
-            self._reasoning = ""
+            self._reasoning = []
             out += self._item_added(ReasoningOutput(id=self.reasoning_id, content=[], status="in_progress"))
             out += self._event("response.content_part.added", item_id=self.reasoning_id,
                                output_index=len(self.output), content_index=0,
@@ -117,14 +131,13 @@ class ResponseEvents:
         if self._draft != (event.round, event.draft):
             self._draft = (event.round, event.draft)
             text = heading(event.round, event.draft) + text
-        self._reasoning += text
-        return out + self._event("response.reasoning_text.delta", item_id=self.reasoning_id,
-                                 output_index=len(self.output), content_index=0, delta=text)
+        self._reasoning.append(text)
+        return out + self._delta("response.reasoning_text.delta", self.reasoning_id, text)
 
     def _close_reasoning(self) -> str:
         if self._reasoning is None:
             return ""
-        text, self._reasoning = self._reasoning, None
+        text, self._reasoning = "".join(self._reasoning), None
         index = len(self.output)
         part = ReasoningText(text=text)
         return (self._event("response.reasoning_text.done", item_id=self.reasoning_id, output_index=index,
@@ -138,7 +151,7 @@ class ResponseEvents:
     def _open_message(self) -> str:
         if self._text is not None:
             return ""
-        self._text = ""
+        self._text = []
         return (self._close_reasoning()
                 + self._item_added(OutputMessage(id=self.message_id, status="in_progress", content=[]))
                 + self._event("response.content_part.added", item_id=self.message_id,
@@ -148,13 +161,13 @@ class ResponseEvents:
         if not text:
             return ""
         out = self._open_message()
-        self._text = (self._text or "") + text
-        return out + self._event("response.output_text.delta", item_id=self.message_id,
-                                 output_index=len(self.output), content_index=0, delta=text, logprobs=[])
+        assert self._text is not None
+        self._text.append(text)
+        return out + self._delta("response.output_text.delta", self.message_id, text, ',"logprobs":[]')
 
     def _close_message(self, status: Status) -> str:
         out = self._open_message()
-        text, self._text = self._text or "", None
+        text, self._text = "".join(self._text or ()), None
         index = len(self.output)
         part = OutputText(text=text)
         return out + (

@@ -158,19 +158,19 @@ class ResponsesRequest(BaseModel):
 
     model: str
     input: list[InputItem] | str
-    instructions: str | None = Field(None, description="A system message before the input.")
+    instructions: str | None = Field(default=None, description="A system message before the input.")
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False
     aft: AftOptions | None = None
 
     # Accepted; nothing is kept and nothing changes (see the module docstring).
-    store: bool | None = Field(None, description="Accepted; no response is stored either way.")
+    store: bool | None = Field(default=None, description="Accepted; no response is stored either way.")
     metadata: dict[str, str] | None = None
     user: str | None = None
     safety_identifier: str | None = None
@@ -309,7 +309,7 @@ class ResponsesResponse(BaseModel):
     tools: list[FunctionTool] = Field(default_factory=list)
     text: TextConfig = Field(default_factory=lambda: TextConfig(format=TextFormatText(type="text")))
     metadata: dict[str, str] = Field(default_factory=dict)
-    store: bool = Field(False, description="Always false: no response is kept.")
+    store: bool = Field(default=False, description="Always false: no response is kept.")
     background: bool = False
     previous_response_id: None = None
     truncation: Literal["disabled"] = "disabled"

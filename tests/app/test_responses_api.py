@@ -18,9 +18,14 @@ from fastapi import FastAPI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from app.protocol import AftInfo
+from app.reasoning import heading
+from app.responses.events import ResponseEvents
+from app.responses.protocol import ResponsesRequest
 from serving.backends.base import Generation, Role, Sampling, StreamDelta
 from serving.errors import UpstreamTimeout
 from serving.format import Message
+from serving.live_draft import DraftDelta
 from tests.app.conftest import GatedBackend
 from tests.app.test_metrics import moved, scrape
 from tests.fakes import MODEL, Call
@@ -332,3 +337,28 @@ async def test_an_answer_cut_by_max_output_tokens_is_incomplete(client: httpx.As
     async with sdk.responses.stream(model=MODEL, input="Hi", max_output_tokens=3, extra_body={"aft": AFT}) as stream:
         kinds = [event.type async for event in stream]
     assert kinds[-1] == "response.incomplete"
+
+
+def test_delta_events_are_the_json_of_the_event() -> None:
+    renderer = ResponseEvents(ResponsesRequest(model=MODEL, input="Hi"), 'resp_a"b', 7,
+                              AftInfo(proposals=2, rounds=1, subset=2, answers=[]), include_proposals=False)
+    renderer.opening()
+
+    def last_event(pieces: str) -> dict[str, Any]:
+        piece = pieces.split("\n\n")[-2] + "\n\n"
+        sent: dict[str, Any] = json.loads(piece.split("data: ", 1)[1])
+        assert piece == f"event: {sent['type']}\ndata: " + json.dumps(sent, ensure_ascii=False,
+                                                                      separators=(",", ":")) + "\n\n"
+        return sent
+
+    texts = ["plain", 'quote " backslash \\ newline \n tab \t', "é ☃ \u2028 \x00 😀"]
+    for draft, text in enumerate(texts):
+        sent = last_event(renderer.reasoning(DraftDelta(0, 0, draft, text)))
+        assert (sent["item_id"], sent["delta"]) == ('rs_a"b', heading(0, draft) + text)
+    numbers = []
+    for text in texts:
+        sent = last_event(renderer.token(0, text))
+        numbers.append(sent.pop("sequence_number"))
+        assert sent == {"type": "response.output_text.delta", "item_id": 'msg_a"b', "output_index": 1,
+                        "content_index": 0, "delta": text, "logprobs": []}
+    assert numbers == [numbers[0], numbers[0] + 1, numbers[0] + 2]
