@@ -5,6 +5,7 @@ events the OpenAI SDK's own types and its `responses.stream()` helper accept, an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -26,7 +27,7 @@ from serving.backends.base import Generation, Role, Sampling, StreamDelta
 from serving.errors import UpstreamTimeout
 from serving.format import Message
 from serving.live_draft import DraftDelta
-from tests.app.conftest import GatedBackend
+from tests.app.conftest import ASGIClient, GatedBackend
 from tests.app.test_metrics import moved, scrape
 from tests.fakes import MODEL, Call
 
@@ -362,3 +363,21 @@ def test_delta_events_are_the_json_of_the_event() -> None:
         assert sent == {"type": "response.output_text.delta", "item_id": 'msg_a"b', "output_index": 1,
                         "content_index": 0, "delta": text, "logprobs": []}
     assert numbers == [numbers[0], numbers[0] + 1, numbers[0] + 2]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_leaving_during_the_drafts_cancels_them(app_factory: Callable[..., FastAPI],
+                                                               backend: GatedBackend, stream: bool) -> None:
+    app = app_factory()
+    backend.held = True  # drafts that never end unless cancelled
+    client = ASGIClient(app, {"model": MODEL, "input": "Hi", "aft": AFT, "stream": stream})
+
+    async def leave_once_drafting() -> None:
+        await backend.called.wait()
+        client.leave.set()
+
+    leaving = asyncio.ensure_future(leave_once_drafting())
+    await client.post("/v1/responses")
+    await leaving
+    assert backend.cancelled == 1 and client.status == (200 if stream else 499)
+    assert app.state.lifecycle.in_flight == 0  # the slot came back
