@@ -4,11 +4,11 @@ the pipeline stops there and the agreed draft is the answer; no further round, n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from serving.backends.base import Completion, Generation, Role, Sampling, Tools
+from serving.backends.base import Completion, Generation, ResponseFormat, Role, Sampling, Tools
 from serving.early_exit import agreed_draft, normalise
 from serving.format import Message
 from serving.live_draft import DraftDelta
@@ -121,6 +121,31 @@ async def test_requests_with_tools_never_exit_early() -> None:
     with_tools = params(3, 1, 1.0, drafts=Sampling(0.7, 0.95, seed=SEED, tools=tools),
                         final=Sampling(0.3, 1.0, seed=SEED, tools=Tools(tools.definitions, "auto")))
     [answer] = await Pipeline(backend).run(CONVERSATION, with_tools)
+    assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
+
+
+def test_json_drafts_agree_as_values_not_bytes() -> None:
+    drafts = ['{"a": 1, "b": [true]}', '{"b":[true],"a":1}', '{"a": 1, "b": [1]}', "not json", "not json"]
+    completions = [Completion(text, "stop") for text in drafts]
+    assert agreed_draft(completions, 0.4, as_json=True) == 0  # key order and spacing do not matter
+    # true is not 1, and text that is no JSON agrees with nothing
+    assert agreed_draft(completions[2:], 0.5, as_json=True) is None
+    assert agreed_draft(completions[2:], 0.5) == 1  # as text, the two non-JSON drafts agree
+
+
+JSON = ResponseFormat("json_schema", {"type": "object"}, "answer")
+
+
+async def test_json_drafts_exit_early_only_when_held_to_the_answers_format() -> None:
+    reply = by_round({0: ['{"x": 4}', '{ "x" : 4 }', '{"x":4}']})
+    backend = ScriptedBackend(reply=reply)
+    constrained = params(3, 1, 1.0, drafts=replace(DRAFTS, response_format=JSON),
+                         final=replace(FINAL, response_format=JSON))
+    [answer] = await Pipeline(backend).run(CONVERSATION, constrained)
+    assert (answer.text, answer.early_exit_round) == ('{"x": 4}', 0)
+    # Free drafts (aft.constrained_drafts false) may not be the answer's shape: the aggregation runs.
+    backend = ScriptedBackend(reply=reply)
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(3, 1, 1.0, final=replace(FINAL, response_format=JSON)))
     assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
 
 
