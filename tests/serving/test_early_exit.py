@@ -124,27 +124,36 @@ async def test_requests_with_tools_never_exit_early() -> None:
     assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
 
 
+JSON = ResponseFormat("json_schema", {"type": "object", "required": ["x"]}, "answer")
+
+
 def test_json_drafts_agree_as_values_not_bytes() -> None:
-    drafts = ['{"a": 1, "b": [true]}', '{"b":[true],"a":1}', '{"a": 1, "b": [1]}', "not json", "not json"]
+    drafts = ['{"x": 1, "b": [true]}', '{"b":[true],"x":1}', '{"x": 1, "b": [1]}', "not json", "not json"]
     completions = [Completion(text, "stop") for text in drafts]
-    assert agreed_draft(completions, 0.4, as_json=True) == 0  # key order and spacing do not matter
+    assert agreed_draft(completions, 0.4, answer_format=JSON) == 0  # key order and spacing do not matter
     # true is not 1, and text that is no JSON agrees with nothing
-    assert agreed_draft(completions[2:], 0.5, as_json=True) is None
+    assert agreed_draft(completions[2:], 0.5, answer_format=JSON) is None
     assert agreed_draft(completions[2:], 0.5) == 1  # as text, the two non-JSON drafts agree
 
 
-JSON = ResponseFormat("json_schema", {"type": "object"}, "answer")
+def test_json_drafts_the_schema_refuses_agree_with_nothing() -> None:
+    completions = [Completion('{"y": 4}', "stop")] * 3
+    assert agreed_draft(completions, 1.0, answer_format=JSON) is None
+    assert agreed_draft(completions, 1.0, answer_format=ResponseFormat("json_object")) == 0
 
 
-async def test_json_drafts_exit_early_only_when_held_to_the_answers_format() -> None:
-    reply = by_round({0: ['{"x": 4}', '{ "x" : 4 }', '{"x":4}']})
-    backend = ScriptedBackend(reply=reply)
-    constrained = params(3, 1, 1.0, drafts=replace(DRAFTS, response_format=JSON),
-                         final=replace(FINAL, response_format=JSON))
-    [answer] = await Pipeline(backend).run(CONVERSATION, constrained)
-    assert (answer.text, answer.early_exit_round) == ('{"x": 4}', 0)
-    # Free drafts (aft.constrained_drafts false) may not be the answer's shape: the aggregation runs.
-    backend = ScriptedBackend(reply=reply)
+@pytest.mark.parametrize("constrained", [True, False])
+async def test_json_drafts_exit_early_constrained_or_free(constrained: bool) -> None:
+    # Free drafts that happen to be valid JSON are answers like constrained ones.
+    backend = ScriptedBackend(reply=by_round({0: ['{"x": 4}', '{ "x" : 4 }', '{"x":4}']}))
+    drafts = replace(DRAFTS, response_format=JSON if constrained else None)
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(3, 1, 1.0, drafts=drafts,
+                                                                final=replace(FINAL, response_format=JSON)))
+    assert (answer.text, answer.early_exit_round) == ('{"x": 4}', 0) and shape(backend) == [("proposer", 3)]
+
+
+async def test_prose_drafts_never_exit_a_json_request_early() -> None:
+    backend = ScriptedBackend(reply=by_round({0: ["four", "four", "four"]}))
     [answer] = await Pipeline(backend).run(CONVERSATION, params(3, 1, 1.0, final=replace(FINAL, response_format=JSON)))
     assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
 
