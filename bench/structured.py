@@ -54,8 +54,6 @@ async def _arm(backend: VLLMBackend, problems: Sequence[Problem], params: Pipeli
     answers = await propose_and_aggregate(backend, problems, params, concurrency=64)
     seconds = time.perf_counter() - start
     products = [_product(a.text, schema) for a in answers]
-    if schema is not None:
-        print(f"{schema}: {[a.text for a in answers[:3]]}")
     return {"right": sum(p == problem.answer for p, problem in zip(products, problems, strict=True)) / len(problems),
             "valid": sum(p is not None for p in products) / len(problems),
             "tokens": sum(a.usage.completion_tokens for a in answers) / len(problems),

@@ -300,7 +300,8 @@ class VLLMBackend:
         from vllm.sampling_params import RequestOutputKind
 
         tools = self._tool_request(sampling.tools)
-        if sampling.response_format is None and (tools is None or tools.request.structured_outputs is None):
+        forced = tools is not None and tools.request.structured_outputs is not None
+        if sampling.response_format is None and not forced:
             return
         params = self._params(sampling, 1, 0, RequestOutputKind.FINAL_ONLY, tools)
         engine = self.engine
@@ -309,7 +310,14 @@ class VLLMBackend:
             await asyncio.to_thread(params.verify, engine.model_config, engine.vllm_config.speculative_config,
                                     engine.vllm_config.structured_outputs_config, engine.get_tokenizer())
         except Exception as exc:
-            raise _map_error(exc) from exc
+            error = _map_error(exc)
+            if not isinstance(error, InvalidRequest):
+                raise error from exc
+            # A forced tool call's schema is the tool's parameters; otherwise the response format's.
+            what, param = ("the tools' parameters", "tools") if forced else ("response_format's schema",
+                                                                             "response_format")
+            raise InvalidRequest(f"the engine cannot constrain the answer to {what}: {error.message}",
+                                 param=param) from exc
 
     async def _submit(self, prompt: list[int], params: SamplingParams) -> AsyncGenerator[RequestOutput, None]:
         """Run one engine request, mapping its errors; closing this aborts the request."""

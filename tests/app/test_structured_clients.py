@@ -57,11 +57,11 @@ async def test_sdk_parse_and_stream_return_the_pydantic_model(service: Service, 
                                                           extra_body=AFT)
     assert completion.choices[0].message.parsed == WEATHER
     assert completion.usage is not None and completion.usage.completion_tokens > 0
-    # The SDK sends a strict schema; the drafts and the answer are held to it.
-    sent = _formats(running.model.bodies)
-    assert len(sent) == 2 and sent[0] == sent[1]
-    assert sent[0]["type"] == "json_schema" and sent[0]["json_schema"]["strict"] is True
-    assert sent[0]["json_schema"]["schema"]["required"] == ["city", "temperature_c", "conditions"]
+    # The SDK sends a strict schema; the answer is held to it, the drafts are free (aft.constrained_drafts).
+    drafts, final = _formats(running.model.bodies)
+    assert drafts is None
+    assert final["type"] == "json_schema" and final["json_schema"]["strict"] is True
+    assert final["json_schema"]["schema"]["required"] == ["city", "temperature_c", "conditions"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -75,16 +75,16 @@ async def test_json_mode_answers_json(service: Service, stream: bool) -> None:
         else:
             content = (await running.sdk.chat.completions.create(**request)).choices[0].message.content or ""
     assert json.loads(content) == {"answer": "A plain answer."}
-    assert _formats(running.model.bodies) == [{"type": "json_object"}] * 2
+    assert _formats(running.model.bodies) == [None, {"type": "json_object"}]
 
 
-async def test_aft_constrained_drafts_false_leaves_the_drafts_free(service: Service) -> None:
+async def test_aft_constrained_drafts_holds_the_drafts_to_the_schema_too(service: Service) -> None:
     async with service() as running:
         await running.sdk.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
                                                  response_format=Weather,
-                                                 extra_body={"aft": {**AFT["aft"], "constrained_drafts": False}})
+                                                 extra_body={"aft": {**AFT["aft"], "constrained_drafts": True}})
     drafts, final = _formats(running.model.bodies)
-    assert drafts is None and final["type"] == "json_schema"
+    assert drafts == final and final["type"] == "json_schema"
 
 
 @pytest.mark.parametrize("mode", [instructor.Mode.TOOLS, instructor.Mode.JSON_SCHEMA])
