@@ -16,8 +16,9 @@ stream ends.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -37,6 +38,31 @@ from app.responses.protocol import (
 from serving.backends.base import Usage
 from serving.live_draft import DraftDelta
 from serving.pipeline import AnswerDone, Layer
+
+
+class CallPiece(Protocol):
+    """A piece of a streamed tool call (serving's ToolCallDelta): call `index`'s first piece has its id
+    and name, every piece may carry more of its arguments."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def arguments(self) -> str: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+
+
+class PiecesOfCalls(Protocol):
+    """A piece of an answer that carries pieces of its tool calls (an AnswerDelta with tool_calls)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def tool_calls(self) -> Sequence[CallPiece]: ...
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -72,6 +98,12 @@ class ResponseEvents:
         # done: a string grown per token would copy the whole text each time); None: not open.
         self._reasoning: list[str] | None = None
         self._text: list[str] | None = None
+        self._messages = 0
+        """Messages opened: text after a streamed call is a message of its own (`msg_..._1`)."""
+        self._message_id = self.message_id
+        self._call: tuple[int, str, str, str, list[str]] | None = None
+        """The call streaming now: (its index in the answer, item id, call id, name, argument pieces)."""
+        self._calls_streamed = 0
         self._draft = (-1, -1)
         self._delta_parts: tuple[tuple[str, int], str, str] = (("", -1), "", "")
         self._layers: list[AftLayer] = []
@@ -152,9 +184,11 @@ class ResponseEvents:
         if self._text is not None:
             return ""
         self._text = []
-        return (self._close_reasoning()
-                + self._item_added(OutputMessage(id=self.message_id, status="in_progress", content=[]))
-                + self._event("response.content_part.added", item_id=self.message_id,
+        self._message_id = self.message_id if not self._messages else f"{self.message_id}_{self._messages}"
+        self._messages += 1
+        return (self._close_reasoning() + self._close_call()
+                + self._item_added(OutputMessage(id=self._message_id, status="in_progress", content=[]))
+                + self._event("response.content_part.added", item_id=self._message_id,
                               output_index=len(self.output), content_index=0, part=_dump(OutputText(text=""))))
 
     def token(self, index: int, text: str) -> str:
@@ -163,7 +197,7 @@ class ResponseEvents:
         out = self._open_message()
         assert self._text is not None
         self._text.append(text)
-        return out + self._delta("response.output_text.delta", self.message_id, text, ',"logprobs":[]')
+        return out + self._delta("response.output_text.delta", self._message_id, text, ',"logprobs":[]')
 
     def _close_message(self, status: Status) -> str:
         out = self._open_message()
@@ -171,20 +205,53 @@ class ResponseEvents:
         index = len(self.output)
         part = OutputText(text=text)
         return out + (
-            self._event("response.output_text.done", item_id=self.message_id, output_index=index,
+            self._event("response.output_text.done", item_id=self._message_id, output_index=index,
                         content_index=0, text=text, logprobs=[])
-            + self._event("response.content_part.done", item_id=self.message_id, output_index=index,
+            + self._event("response.content_part.done", item_id=self._message_id, output_index=index,
                           content_index=0, part=_dump(part))
-            + self._item_done(OutputMessage(id=self.message_id, status=status, content=[part])))
+            + self._item_done(OutputMessage(id=self._message_id, status=status, content=[part])))
+
+    def answer_delta(self, event: PiecesOfCalls) -> str:
+        """A piece of the answer with pieces of its tool calls, as a backend streams them: its text, then
+        each call's first piece opens its function_call item and every piece's arguments are a
+        function_call_arguments.delta. Calls stream one after another (as OpenAI's and vLLM's do):
+        a call's first piece ends the item before it."""
+        out = self.token(event.index, event.text)
+        for piece in event.tool_calls:
+            if self._call is None or self._call[0] != piece.index:
+                out += self._close_reasoning() + self._close_call()
+                if self._text is not None:
+                    out += self._close_message("completed")
+                item_id = f"{self.call_id}_{self._calls_streamed}"
+                self._calls_streamed += 1
+                self._call = (piece.index, item_id, piece.id or "", piece.name or "", [])
+                out += self._item_added(FunctionCallOutput(id=item_id, call_id=piece.id or "", name=piece.name or "",
+                                                           arguments="", status="in_progress"))
+            if piece.arguments:
+                self._call[4].append(piece.arguments)
+                out += self._event("response.function_call_arguments.delta", item_id=self._call[1],
+                                   output_index=len(self.output), delta=piece.arguments)
+        return out
+
+    def _close_call(self) -> str:
+        if self._call is None:
+            return ""
+        (_, item_id, call_id, name, pieces), self._call = self._call, None
+        arguments = "".join(pieces)
+        return (self._event("response.function_call_arguments.done", item_id=item_id, output_index=len(self.output),
+                            name=name, arguments=arguments)
+                + self._item_done(FunctionCallOutput(id=item_id, call_id=call_id, name=name, arguments=arguments,
+                                                     status="completed")))
 
     def answer_done(self, event: AnswerDone) -> str:
         self.finish_reason = event.finish_reason
         self.usage.add(event.usage)
         self.aft.answers.append(aft_answer(event, self._layers if self.include_proposals else None))
-        out = self._close_reasoning()
-        if self._text is not None or not event.tool_calls:
+        out = self._close_reasoning() + self._close_call()
+        if self._text is not None or not (event.tool_calls or self._messages):
             out += self._close_message("incomplete" if event.finish_reason == "length" else "completed")
-        for i, call in enumerate(event.tool_calls):
+        # Calls that were not streamed (a backend that knows them only whole) come whole now.
+        for i, call in enumerate(event.tool_calls[self._calls_streamed:], start=self._calls_streamed):
             item_id = f"{self.call_id}_{i}"
             out += self._item_added(FunctionCallOutput(id=item_id, call_id=call.id, name=call.name, arguments="",
                                                        status="in_progress"))
