@@ -3,7 +3,7 @@
 AccessLog, the outermost of the app's own middleware, gives each request its id
 (app/request_id.py), sets it where backends and log lines find it (serving/request_context.py),
 returns it as `X-Request-ID` on every response, and when the request has ended writes one line
-to the `aft.access` logger. A chat request's line (info level) says what its pipeline reported,
+to the `aft.access` logger. A chat or Responses request's line (info level) says what its pipeline reported,
 filled in by the chat service and the error handlers through `current()`; other paths' lines (health checks, scrapes:
 probes every few seconds would drown the answers) are at debug level. A line holds ids, counts
 and times only: never the prompt, the completion or a key.
@@ -19,11 +19,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics import PIPELINE_PATHS
 from app.request_id import accepted, new_request_id
 from serving.backends.base import Usage
 from serving.request_context import request_id
 
-CHAT_PATH = "/v1/chat/completions"
 _HEADER = b"x-request-id"
 
 logger = logging.getLogger("aft.access")
@@ -71,7 +71,7 @@ class Access:
         """The line's fields, as a JSON log line has them."""
         entry: dict[str, Any] = {"method": self.method, "path": self.path, "status": self.status,
                                  "duration_s": round(self.seconds, 4)}
-        if self.path != CHAT_PATH:
+        if self.path not in PIPELINE_PATHS:
             return entry
         entry["outcome"] = self.outcome or str(self.status)
         if self.error:
@@ -87,7 +87,7 @@ class Access:
 
     def __str__(self) -> str:
         line = f"{self.method} {self.path} {self.status} {self.seconds:.3f}s"
-        if self.path != CHAT_PATH:
+        if self.path not in PIPELINE_PATHS:
             return line
         line += f" outcome={self.outcome or self.status}"
         if self.error:
@@ -141,6 +141,6 @@ class AccessLog:
             await self.app(scope, receive, send_with_id)
         finally:
             access.seconds = time.perf_counter() - start
-            level = logging.INFO if access.path == CHAT_PATH else logging.DEBUG
+            level = logging.INFO if access.path in PIPELINE_PATHS else logging.DEBUG
             if logger.isEnabledFor(level):
                 logger.log(level, "%s", access, extra={"access": access})  # fields() only for JSON

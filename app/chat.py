@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from app.access_log import current
-from app.answer_stream import StreamedAnswer
+from app.answer_stream import Renderer, StreamedAnswer
 from app.errors import ModelNotFound, status_and_body
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
@@ -97,23 +98,26 @@ class ChatService:
         return _completion(f"chatcmpl-{access.request_id}", request, params, answers,
                            reasoning=self._reasoning(request))
 
-    async def stream(self, request: ChatCompletionRequest) -> StreamedAnswer:
+    async def stream(self, request: ChatCompletionRequest,
+                     render: Callable[[PipelineParams], Renderer] | None = None) -> StreamedAnswer:
         """Check, plan the drafts' context budget and admit now (so refusals are plain HTTP errors);
-        the answer owns the slot from here."""
+        the answer owns the slot from here. `render` makes the stream's wire format for the request's
+        resolved parameters (another API's); by default, chat.completion.chunk."""
         params = self._check(request)
         access = current()
         access.chat(stream=True, proposals=params.proposals, rounds=params.rounds, n=request.n)
         messages = conversation(request)
         budget = await self.pipeline.plan(messages, params)
         options = request.stream_options
-        renderer = ChunkRenderer(f"chatcmpl-{access.request_id}", request.model, int(time.time()), request.n)
+        summary = (params.proposals, params.rounds, subset_read(params))
+        renderer = render(params) if render else ChunkRenderer(
+            f"chatcmpl-{access.request_id}", request.model, int(time.time()), request.n,
+            summary if options and options.include_usage else None)
         events = self.pipeline.stream(messages, params, n=request.n, budget=budget,
                                       live_drafts=self._reasoning(request))
         self.lifecycle.admit()
         return StreamedAnswer(
-            events, renderer, lifecycle=self.lifecycle, metrics=self.metrics,
-            proposals=params.proposals, rounds=params.rounds, subset=subset_read(params),
-            include_usage=bool(options and options.include_usage),
+            events, renderer, lifecycle=self.lifecycle, metrics=self.metrics, rounds=params.rounds,
             include_proposals=bool(request.aft and request.aft.include_proposals),
             keepalive=self.settings.stream_keepalive)
 

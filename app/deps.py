@@ -14,6 +14,7 @@ from app.chat import ChatService
 from app.errors import UnsupportedMediaType
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
+from app.responses.service import ResponsesService
 from app.settings import Settings
 
 
@@ -30,6 +31,11 @@ async def get_metrics(request: Request) -> Metrics:
 async def get_chat(request: Request) -> ChatService:
     chat: ChatService = request.app.state.chat
     return chat
+
+
+async def get_responses(request: Request) -> ResponsesService:
+    responses: ResponsesService = request.app.state.responses
+    return responses
 
 
 async def get_lifecycle(request: Request) -> Lifecycle:
@@ -49,5 +55,6 @@ async def require_json(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+ResponsesDep = Annotated[ResponsesService, Depends(get_responses)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 JSONBody = Annotated[None, Depends(require_json)]

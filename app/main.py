@@ -17,7 +17,8 @@ from app.errors import install_error_handlers
 from app.lifecycle import Lifecycle
 from app.limits import BodyLimits
 from app.metrics import Metrics
-from app.routes import chat, docs, health, models, playground
+from app.responses.service import ResponsesService
+from app.routes import chat, docs, health, models, playground, responses
 from app.settings import Settings
 from serving.backends.base import Backend
 from serving.pipeline import Pipeline
@@ -60,10 +61,11 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     app.state.lifecycle = lifecycle
     pipeline = Pipeline(backend, min_draft_tokens=settings.min_draft_tokens)
     app.state.chat = ChatService(settings, pipeline, metrics, lifecycle)
+    app.state.responses = ResponsesService(app.state.chat)  # the same chat path, another wire format
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_request_bytes, read_timeout=settings.body_read_timeout)
     app.add_middleware(AccessLog)  # the outermost but one, so that it sees every response
     app.add_middleware(CloseConnectionsWhileDraining, lifecycle=lifecycle)  # outermost: every response
-    for router in (chat.router, models.router, health.router, docs.router, playground.router):
+    for router in (chat.router, responses.router, models.router, health.router, docs.router, playground.router):
         app.include_router(router)
     return app

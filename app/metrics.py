@@ -25,7 +25,8 @@ from serving.errors import (
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-CHAT_PATH = "/v1/chat/completions"
+PIPELINE_PATHS = frozenset({"/v1/chat/completions", "/v1/responses"})
+"""The routes that run the pipeline (Chat Completions and Responses): their requests are counted."""
 
 
 # Engine and upstream errors by kind, most specific first: the first class in an error's MRO decides.
@@ -105,8 +106,8 @@ class Metrics:
         self._latency = {stream: self.latency.labels(stream) for stream in ("true", "false")}
 
     def refused(self, path: str, status: int, stream: str = "unknown") -> None:
-        """Count a chat request refused before the pipeline ran (other paths are not counted)."""
-        if path == CHAT_PATH:
+        """Count a chat or Responses request refused before the pipeline ran (other paths are not counted)."""
+        if path in PIPELINE_PATHS:
             self.requests.labels(stream, str(status)).inc()
 
     def answered(self, stream: str, status: str, seconds: float) -> None:

@@ -41,10 +41,14 @@ def rounds_usage(usage_by_round: list[Usage]) -> list[dict[str, int]]:
 
 
 class ChunkRenderer:
-    """Renders one stream's events; it keeps the usage of the answers that ended."""
+    """Renders one stream's events; it keeps the usage of the answers that ended. With `summary`
+    (proposals, rounds, subset: stream_options.include_usage) the stream ends with the usage chunk."""
 
-    def __init__(self, request_id: str, model: str, created: int, n: int) -> None:
+    def __init__(self, request_id: str, model: str, created: int, n: int,
+                 summary: tuple[int, int, int] | None = None) -> None:
+        self.request_id = request_id
         self.n = n
+        self.summary = summary
         self.head = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model}
         # 'data: {...head,"choices":[{"index":i,"delta":{"content":' + text + '},"logprobs":null,...}]}'
         opening = _sse(self.head)[:-3]
@@ -63,6 +67,9 @@ class ChunkRenderer:
     @staticmethod
     def _choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    def opening(self) -> str:
+        return self.roles()
 
     def roles(self) -> str:
         return "".join(self._chunk([self._choice(i, {"role": "assistant", "content": ""})]) for i in range(self.n))
@@ -118,6 +125,12 @@ class ChunkRenderer:
         answers = sorted(self.answers, key=lambda a: a["index"])
         return self._chunk([], usage=usage_dict(self.total),
                            aft={"proposals": proposals, "rounds": rounds, "subset": subset, "answers": answers})
+
+    def closing(self) -> str:
+        return (self.usage(*self.summary) if self.summary else "") + DONE
+
+    def failed(self, body: ErrorResponse) -> str:
+        return self.error(body) + DONE
 
     @staticmethod
     def error(body: ErrorResponse) -> str:

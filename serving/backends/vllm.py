@@ -39,7 +39,14 @@ from serving.backends.base import (
     Tools,
     Usage,
 )
-from serving.backends.vllm_tools import CallStream, ToolRequest, load_parser, template_messages, tool_request
+from serving.backends.vllm_tools import (
+    CallStream,
+    ToolRequest,
+    load_parser,
+    structured_outputs,
+    template_messages,
+    tool_request,
+)
 from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 from serving.format import Message
 
@@ -94,9 +101,16 @@ class EngineConfig:
     """Allow model code from the checkpoint's repository."""
     max_num_seqs: int | None = None
     """Most sequences in one batch (a request with n samples counts n)."""
+    compact_json: bool = True
+    """Constrained JSON (response formats, forced tool calls) has no whitespace between its tokens. With
+    whitespace allowed, a model unsure of what comes next can write newlines until max_tokens, and a
+    cut answer is no JSON at all: the toy checkpoint does so every time (bench/structured.py). Compact
+    JSON needs vLLM's xgrammar backend (not "auto", which falls back to guidance for the schemas xgrammar
+    cannot compile): those schemas are refused."""
 
     def to_engine_args(self) -> AsyncEngineArgs:
         """The vLLM engine arguments for this configuration."""
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         optional: dict[str, Any] = {
@@ -110,6 +124,9 @@ class EngineConfig:
             pipeline_parallel_size=self.pipeline_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,  # type: ignore[arg-type]
             enable_prefix_caching=self.enable_prefix_caching, trust_remote_code=self.trust_remote_code,
+            # vLLM allows compact JSON only with a named grammar backend: xgrammar, its default choice.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+            if self.compact_json else StructuredOutputsConfig(),
             **optional,
         )
 
@@ -252,8 +269,9 @@ class VLLMBackend:
         return ids
 
     def _tool_request(self, tools: Tools | None) -> ToolRequest | None:
-        """The parsing side of a request whose answer may call tools; None: the answer is text."""
-        if tools is None or tools.choice == "none" or self._parser is None:
+        """The parsing side of a request whose answer may call tools; None: the answer is text.
+        "auto" needs a parser; "required" and named choices are forced through the calls' JSON schema."""
+        if tools is None or tools.choice == "none" or (self._parser is None and tools.choice == "auto"):
             return None
         try:
             return tool_request(self._parser, self.engine.get_tokenizer(), tools)
@@ -271,13 +289,42 @@ class VLLMBackend:
                 f"{self._max_model_len}, which leaves no room for a completion.")
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         try:
+            fields = tools.sampling_fields() if tools is not None else {}
+            if "structured_outputs" not in fields and sampling.response_format is not None:
+                # A forced tool call's schema wins over the response format, as in vLLM.
+                fields["structured_outputs"] = structured_outputs(sampling.response_format)
             return SamplingParams(
                 n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
                 stop=list(sampling.stop), seed=sampling.seed, presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty, output_kind=kind,
-                **(tools.sampling_fields() if tools is not None else {}))
+                frequency_penalty=sampling.frequency_penalty, output_kind=kind, **fields)
         except Exception as exc:
             raise _map_error(exc) from exc
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        """Raise InvalidRequest when the engine's structured-output backend (xgrammar, or vLLM's
+        fallback) cannot compile the JSON schema `sampling` constrains to: vLLM's own validation of a
+        request, run now, before any draft, rather than when the request carrying it is submitted."""
+        from vllm.sampling_params import RequestOutputKind
+
+        tools = self._tool_request(sampling.tools)
+        forced = tools is not None and tools.request.structured_outputs is not None
+        if sampling.response_format is None and not forced:
+            return
+        params = self._params(sampling, 1, 0, RequestOutputKind.FINAL_ONLY, tools)
+        engine = self.engine
+        try:
+            # Schema conversion can take a while for a large schema: off the event loop.
+            await asyncio.to_thread(params.verify, engine.model_config, engine.vllm_config.speculative_config,
+                                    engine.vllm_config.structured_outputs_config, engine.get_tokenizer())
+        except Exception as exc:
+            error = _map_error(exc)
+            if not isinstance(error, InvalidRequest):
+                raise error from exc
+            # A forced tool call's schema is the tool's parameters; otherwise the response format's.
+            what, param = ("the tools' parameters", "tools") if forced else ("response_format's schema",
+                                                                             "response_format")
+            raise InvalidRequest(f"the engine cannot constrain the answer to {what}: {error.message}",
+                                 param=param) from exc
 
     async def _submit(self, prompt: list[int], params: SamplingParams) -> AsyncGenerator[RequestOutput, None]:
         """Run one engine request, mapping its errors; closing this aborts the request."""

@@ -137,3 +137,29 @@ async def test_issue_22_a_streamed_call_arrives_in_pieces_as_from_vllm_serve(bac
     plain = [d async for d in backend.stream("aggregator", proposer_messages(CONVERSATION), sampling)]
     assert "".join(d.text for d in plain) == "Just text, no call." and len(plain) > 2
     assert not any(d.tool_calls for d in plain) and plain[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(("choice", "text"), [
+    ("required", '[{"name": "get_weather", "parameters": {"city": "Paris"}}]'),
+    ({"type": "function", "function": {"name": "get_weather"}}, '{"city": "Paris"}'),
+])
+def test_forced_choices_need_no_parser(tokenizer: Any, choice: Any, text: str) -> None:
+    # As `vllm serve` without --enable-auto-tool-choice: the calls' JSON schema is the constraint.
+    from vllm.tool_parsers.utils import get_json_schema_from_tools
+
+    from serving.backends.vllm_tools import tool_request
+
+    request = tool_request(None, tokenizer, Tools((WEATHER_TOOL,), choice))
+    constraint = request.sampling_fields()["structured_outputs"]
+    assert constraint.json == get_json_schema_from_tools(request.request.tool_choice, request.request.tools)
+    _, calls = request.calls(text)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_a_response_format_becomes_vllms_structured_output() -> None:
+    from serving.backends.base import ResponseFormat
+    from serving.backends.vllm_tools import structured_outputs
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert structured_outputs(ResponseFormat("json_schema", schema, "A", strict=False)).json == schema
+    assert structured_outputs(ResponseFormat("json_object")).json_object is True
