@@ -119,6 +119,9 @@ class ToolModel:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.schema_refusal: dict[str, Any] | None = None
+        """When set, the error body a request with a response_format gets, with status 400 (a schema
+        the upstream cannot compile)."""
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
@@ -127,6 +130,8 @@ class ToolModel:
             return httpx.Response(404, json={"error": {"message": "not found"}})
         body = json.loads(request.content)
         self.bodies.append(body)
+        if self.schema_refusal is not None and body.get("response_format"):
+            return httpx.Response(400, json=self.schema_refusal)
         if not body.get("stream"):
             return httpx.Response(200, json=_completion(body))
         events = "".join(f"data: {json.dumps(c)}\n\n" for c in _chunks(body)) + "data: [DONE]\n\n"

@@ -306,6 +306,8 @@ class VLLMBackend:
         request, run now, before any draft, rather than when the request carrying it is submitted."""
         from vllm.sampling_params import RequestOutputKind
 
+        if sampling.response_format is None and (sampling.tools is None or sampling.tools.choice in ("none", "auto")):
+            return  # nothing to compile: the common case costs nothing
         tools = self._tool_request(sampling.tools)
         forced = tools is not None and tools.request.structured_outputs is not None
         if sampling.response_format is None and not forced:

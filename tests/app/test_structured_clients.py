@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import instructor
+import openai
 import pytest
 from agents import Agent as AgentsAgent
 from agents import OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
@@ -146,3 +147,14 @@ async def test_agents_sdk_on_chat_completions_runs_to_its_final_output(service: 
         result = await Runner.run(agent, QUESTION)
     assert result.final_output == WEATHER and looked_up == ["Paris"]
     assert running.model.bodies[-1]["response_format"]["type"] == "json_schema"
+
+
+async def test_an_upstream_that_cannot_compile_the_schema_is_a_400_in_its_words(service: Service) -> None:
+    refusal = {"error": {"message": "The provided JSON schema contains features not supported by xgrammar.",
+                         "type": "BadRequestError", "param": None, "code": 400}}
+    async with service() as running:
+        running.model.schema_refusal = refusal
+        with pytest.raises(openai.BadRequestError, match="not supported by xgrammar") as caught:
+            await running.sdk.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                                     response_format=Weather, extra_body=AFT)
+    assert caught.value.status_code == 400

@@ -117,6 +117,18 @@ async def test_a_schema_the_engine_cannot_compile_is_a_400_before_any_draft(url:
     assert _engine_requests(url) == before
 
 
+async def test_a_forced_call_whose_parameters_the_engine_cannot_compile_is_a_400_naming_tools(url: str) -> None:
+    tool = {"type": "function", "function": {"name": "pick", "parameters": {
+        "type": "object", "properties": {"x": {"allOf": [{"type": "string"}, {"enum": ["yes", "no"]}]}}}}}
+    before = _engine_requests(url)
+    response = httpx.post(f"{url}/chat/completions", timeout=60, json={
+        "model": "aft", "messages": QUESTION, **AFT, "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "pick"}}})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "tools"
+    assert _engine_requests(url) == before
+
+
 def _engine_requests(url: str) -> float:
     """Requests the engine was given (vLLM's own count: one per request, whatever its n)."""
     text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10).text
