@@ -153,7 +153,8 @@ async def test_a_schema_the_backend_cannot_compile_is_refused_before_any_draft(s
     with pytest.raises(InvalidRequest, match="cannot compile"):
         if stream:
             pipeline = Pipeline(backend)  # a stream is planned first, as every caller does
-            [event async for event in pipeline.stream(CONVERSATION, params, budget=await pipeline.plan(CONVERSATION, params))]
+            budget = await pipeline.plan(CONVERSATION, params)
+            [event async for event in pipeline.stream(CONVERSATION, params, budget=budget)]
         else:
             await Pipeline(backend).run(CONVERSATION, params)
     assert backend.calls == [] and backend.checked == [params.final_sampling]
