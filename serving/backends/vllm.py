@@ -98,11 +98,19 @@ class EngineConfig:
     def to_engine_args(self) -> AsyncEngineArgs:
         """The vLLM engine arguments for this configuration."""
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
 
+        # A prefill split across engine steps samples a token at each partial step and throws it away;
+        # vLLM then rewinds a seeded request's generator (gen.set_offset, gpu_model_runner.py), which
+        # only CUDA generators support: on CPU the whole engine core dies with "CPU Generator does not
+        # use offset". Any client sending `seed` while prompts exceed one step's token budget triggers
+        # it, so on CPU every prompt is prefilled in one step (vLLM then raises the step's budget to
+        # max_model_len, as it does for CPU models that cannot chunk).
+        chunked_prefill = False if current_platform.is_cpu() else None
         optional: dict[str, Any] = {
             name: value for name, value in (
                 ("seed", self.seed), ("max_model_len", self.max_model_len),
-                ("max_num_seqs", self.max_num_seqs),
+                ("max_num_seqs", self.max_num_seqs), ("enable_chunked_prefill", chunked_prefill),
             ) if value is not None
         }
         return AsyncEngineArgs(
