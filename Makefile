@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
-# `race` tests need a CPU vLLM engine to still be generating when the test acts (a killed engine core, a
-# closed stream): on two loaded cores the engine often finishes first, whatever our code does (each test
-# says why), so the suite leaves them to `make race`; the behaviour they check has unit tests too.
+# `race` tests need a CPU vLLM engine to still be generating when the test acts (a closed stream): on two
+# loaded cores the engine often finishes first, whatever our code does (the test says why), so the suite
+# leaves them to `make race`; the behaviour they check has unit tests too. (The engine-kill tests hold
+# their requests with a stopped engine core instead, and run in `make test`.)
 test: install
 	$(BIN)/python -m pytest -q -m "not race"
 

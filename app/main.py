@@ -34,8 +34,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     pydantic, the engine) never becomes garbage; frozen, the collector's full passes stop walking it.
     Not for processes that build many apps (tests): cyclic garbage frozen there is never freed."""
     backend = backend or build_backend(settings)
-    metrics = Metrics(retries=lambda: getattr(backend, "retried", {}))
     lifecycle = Lifecycle(settings.max_concurrent_requests, settings.request_timeout, settings.shutdown_timeout)
+    metrics = Metrics(retries=lambda: getattr(backend, "retried", {}), in_flight=lambda: lifecycle.in_flight)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -67,14 +67,16 @@ def stage_of(round_: int, rounds: int) -> str:
 class Metrics:
     """The service's metrics. Record calls are cheap; exposition renders on scrape."""
 
-    def __init__(self, retries: Callable[[], Mapping[str, int]] = dict) -> None:
-        """`retries`: the backend's retry counts by kind (an OpenAI backend's `retried`; none by default)."""
+    def __init__(self, retries: Callable[[], Mapping[str, int]] = dict, in_flight: Callable[[], float] = int) -> None:
+        """`retries`: the backend's retry counts by kind (an OpenAI backend's `retried`; none by default).
+        `in_flight`: the chat requests being served (the lifecycle's admitted count), read at each scrape."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("aft_requests", "Chat completion requests answered, by outcome (stream is 'unknown' "
                                 "for requests refused before the route had their body: 400, 401, 408, 413, 415).",
                                 ["stream", "status"], registry=r)
         self.in_flight = Gauge("aft_requests_in_flight", "Chat completion requests being served.", registry=r)
+        self.in_flight.set_function(in_flight)
         self.latency = Histogram("aft_request_duration_seconds", "Time from request to last byte.",
                                  ["stream"], buckets=_LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("aft_time_to_first_token_seconds",

@@ -72,6 +72,14 @@ The pipeline counts each prompt just before sending it; keeping the ids spares a
 tokenization. Prompts counted but never sent (a request refused, or the aggregation prompt
 without drafts) are dropped oldest first past this many ids (a few MB)."""
 
+_WATCHDOG_INTERVAL = 0.5
+"""Seconds between two checks of the engine's health while requests are in flight.
+
+vLLM fails the requests it is generating when its engine core dies, but not every wait: the first
+request of a fresh engine asks the core which tasks it supports, and that question is never failed,
+so such a request waited for --request-timeout on a dead engine (tests/integration/test_engine_death.py).
+The watchdog ends every wait on the engine at its next check instead."""
+
 PromptKey = tuple[tuple[str, str, str | None], ...]
 
 
@@ -112,11 +120,19 @@ class EngineConfig:
         """The vLLM engine arguments for this configuration."""
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
 
+        # A prefill split across engine steps samples a token at each partial step and throws it away;
+        # vLLM then rewinds a seeded request's generator (gen.set_offset, gpu_model_runner.py), which
+        # only CUDA generators support: on CPU the whole engine core dies with "CPU Generator does not
+        # use offset". Any client sending `seed` while prompts exceed one step's token budget triggers
+        # it, so on CPU every prompt is prefilled in one step (vLLM then raises the step's budget to
+        # max_model_len, as it does for CPU models that cannot chunk).
+        chunked_prefill = False if current_platform.is_cpu() else None
         optional: dict[str, Any] = {
             name: value for name, value in (
                 ("seed", self.seed), ("max_model_len", self.max_model_len),
-                ("max_num_seqs", self.max_num_seqs),
+                ("max_num_seqs", self.max_num_seqs), ("enable_chunked_prefill", chunked_prefill),
             ) if value is not None
         }
         return AsyncEngineArgs(
@@ -176,6 +192,11 @@ class VLLMBackend:
         self._engine: AsyncLLM | None = None
         self._max_model_len = 0
         self._in_flight: set[str] = set()
+        self._waiting: dict[str, asyncio.Task[Any] | None] = {}
+        """The task awaiting each request's next output from the engine, while it awaits it."""
+        self._woken: set[asyncio.Task[Any]] = set()
+        """Tasks the watchdog cancelled because the engine died; their wait ends in EngineDead."""
+        self._watchdog: asyncio.Task[None] | None = None
         self._counted: OrderedDict[PromptKey, list[int]] = OrderedDict()
         self._counted_tokens = 0
 
@@ -206,6 +227,8 @@ class VLLMBackend:
     async def close(self) -> None:
         """Abort our in-flight requests (their callers get BackendError), then stop the engine."""
         engine, self._engine = self._engine, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._counted.clear()
         self._counted_tokens = 0
         if engine is None:
@@ -334,21 +357,57 @@ class VLLMBackend:
 
         request_id = uuid.uuid4().hex
         self._in_flight.add(request_id)
+        self._watch()
         try:
             # aclosing: AsyncLLM.generate aborts the request on GeneratorExit/CancelledError,
             # but only once it is closed; an abandoned generator would otherwise run on.
             async with aclosing(self.engine.generate(tokens_input(prompt), params, request_id)) as outputs:
-                async for output in outputs:
+                while True:
+                    # Marked while it awaits the engine, and only then: the watchdog may cancel it there.
+                    self._waiting[request_id] = asyncio.current_task()
+                    try:
+                        output = await anext(outputs)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        del self._waiting[request_id]
                     for sample in output.outputs:
                         if sample.finish_reason in ("abort", "error"):  # `close` aborted it, or it failed
                             raise BackendError(f"vLLM request ended with {sample.finish_reason!r}")
                     yield output
         except AFTError:
             raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task not in self._woken:
+                raise  # the caller's own cancellation (a client that left, a deadline)
+            self._woken.discard(task)
+            task.uncancel()
+            raise EngineDead("the engine died; the service is restarting", code="engine_dead",
+                             detail="vLLM engine is dead (the service's watchdog found it)") from None
         except Exception as exc:
             raise _map_error(exc) from exc
         finally:
             self._in_flight.discard(request_id)
+
+    def _watch(self) -> None:
+        """Make sure the watchdog runs while requests are in flight (it stops when none are)."""
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch_engine())
+
+    async def _watch_engine(self) -> None:
+        """Check the engine's health every _WATCHDOG_INTERVAL while requests are in flight; once it
+        is dead, end every wait on it (each ends in EngineDead, which stops the service)."""
+        engine = self.engine
+        while self._in_flight:
+            await asyncio.sleep(_WATCHDOG_INTERVAL)
+            try:
+                await engine.check_health()
+            except Exception:
+                for task in {task for task in self._waiting.values() if task is not None}:
+                    self._woken.add(task)
+                    task.cancel()
+                return
 
     async def generate(self, role: Role, messages: Sequence[Message], sampling: Sampling,
                        n: int) -> Generation:

