@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from app.protocol import AftOptions, ChatCompletionRequest, ChatMessage
+from app.response_format import response_format
 from app.settings import Settings
-from serving.backends.base import Sampling, Tools
+from serving.backends.base import ResponseFormat, Sampling, Tools
 from serving.errors import InvalidRequest
 from serving.format import Message
 from serving.pipeline import PipelineParams
@@ -30,14 +31,12 @@ def conversation(request: ChatCompletionRequest) -> list[Message]:
     return [_message(m) for m in request.messages]
 
 
-_PARSER_FLAGS = "--enable-auto-tool-choice --tool-call-parser NAME"
-
-
 def tools(request: ChatCompletionRequest, settings: Settings) -> tuple[Tools | None, Tools | None]:
     """(drafts' tools, final answer's tools). Drafts see the definitions but are asked for text
-    (tool_choice "none"); the final answer gets the client's tool_choice when the server parses
-    tool calls (--enable-auto-tool-choice), else "none" too: the answer is text. A choice that
-    demands a call cannot be met with text, so without a parser it is refused."""
+    (tool_choice "none"). The final answer gets "required" and a named function as the client sent
+    them, always: the engine constrains the call to the tools' JSON schema (as `vllm serve` does
+    without flags), an upstream is passed the choice. "auto" needs the server to parse tool calls
+    (--enable-auto-tool-choice); without it the answer is text (tool_choice "none")."""
     choice = request.tool_choice
     if not request.tools:
         if choice not in (None, "none"):
@@ -51,15 +50,21 @@ def tools(request: ChatCompletionRequest, settings: Settings) -> tuple[Tools | N
         if choice.function.name not in names:
             raise InvalidRequest(f"tool_choice names the function '{choice.function.name}', which tools "
                                  "does not define", param="tool_choice")
-    if not settings.enable_auto_tool_choice:
-        if wire not in ("auto", "none"):
-            shown = wire if isinstance(wire, str) else "a named function"
-            raise InvalidRequest(f"tool_choice {shown!r} needs tool-call parsing, which this server has "
-                                 f"off: start `aft serve` with {_PARSER_FLAGS}", param="tool_choice",
-                                 code="unsupported_parameter")
+    if not settings.enable_auto_tool_choice and wire == "auto":
         wire = "none"
     drafts = Tools(definitions, "none")
     return drafts, Tools(definitions, wire, request.parallel_tool_calls)
+
+
+CONSTRAINED_DRAFTS = True
+"""Whether drafts follow a JSON response_format too when the request does not say (aft.constrained_drafts):
+they are answers to the same request, and the aggregator reads JSON drafts (docs/api.md#structured-outputs)."""
+
+
+def draft_format(final: ResponseFormat | None, aft: AftOptions | None) -> ResponseFormat | None:
+    """The drafts' response format: the answer's, unless the request asks for free drafts."""
+    asked = aft.constrained_drafts if aft else None
+    return final if (CONSTRAINED_DRAFTS if asked is None else asked) else None
 
 
 def early_exit(aft: AftOptions | None, settings: Settings) -> float | None:
@@ -92,6 +97,7 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         raise InvalidRequest("stop sequences must not be empty", param="stop")
 
     draft_tools, final_tools = tools(request, settings)
+    answer_format = response_format(request.response_format)
     final = Sampling(
         temperature=request.temperature if request.temperature is not None else settings.temperature,
         top_p=request.top_p if request.top_p is not None else settings.top_p,
@@ -101,6 +107,7 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
         tools=final_tools,
+        response_format=answer_format,
     )
     # Drafts are the model's working material: the client's stop sequences and
     # penalties shape the answer it reads, not the drafts the aggregator weighs.
@@ -112,6 +119,7 @@ def pipeline_params(request: ChatCompletionRequest, settings: Settings) -> Pipel
         else settings.proposal_max_tokens,
         seed=request.seed,
         tools=draft_tools,
+        response_format=draft_format(answer_format, aft),
     )
     return PipelineParams(proposals=proposals, rounds=rounds, draft_sampling=drafts, final_sampling=final,
                           early_exit=early_exit(aft, settings), subset=subset)

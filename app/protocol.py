@@ -97,6 +97,8 @@ class AftOptions(BaseModel):
         "null: off. Default: the server's.")
     subset: int | None = Field(None, ge=1, description="K: every aggregation reads a random K of the round "
                                "before's N outputs (Recursive Self-Aggregation). Default: all N.")
+    constrained_drafts: bool | None = Field(None, description="With a JSON response_format: whether the drafts "
+                                            "are constrained to it too (the answer always is). Default: true.")
 
     @field_validator("early_exit", mode="before")
     @classmethod
@@ -131,11 +133,13 @@ class ChatCompletionRequest(BaseModel):
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        None, description='OpenAI\'s: {"type": "text"}, {"type": "json_object"}, or {"type": "json_schema", '
+        '"json_schema": {"name", "schema", "strict"}}; checked, and read, by app/params.py.')
 
     # Accepted so a client sending them gets a clear refusal rather than silence.
     functions: list[Any] | None = None
     logprobs: bool | None = None
-    response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, reason) for the first requested feature the service does not provide."""
@@ -143,8 +147,6 @@ class ChatCompletionRequest(BaseModel):
             return "functions", "the legacy `functions` field is not supported; send `tools`"
         if self.logprobs:
             return "logprobs", "logprobs are not supported: the answer is an aggregation of several samples"
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            return "response_format", "only response_format type 'text' is supported"
         return None
 
     def stop_list(self) -> tuple[str, ...]:

@@ -4,13 +4,16 @@ Drafts agree when their texts are identical after whitespace normalisation (stri
 whitespace one space). A round agrees when at least ceil(share * N) of its N drafts, and never fewer
 than two, are one text: a single draft agrees with nothing. Only drafts that ended on their own
 (finish_reason "stop") count: a draft cut by max_tokens is not an answer, and an empty one says nothing.
+JSON drafts (a request with a JSON response format) agree when they parse to the same value: key order
+and spacing do not matter, and a draft that does not parse agrees with nothing.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from serving.backends.base import Completion
 
@@ -36,17 +39,39 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _frozen(value: object) -> Hashable:
+    # Objects compare as sets of members; booleans are tagged, since True == 1 in Python but not in JSON.
+    if isinstance(value, dict):
+        return frozenset((key, _frozen(member)) for key, member in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    if isinstance(value, bool):
+        return (bool, value)
+    assert isinstance(value, Hashable)
+    return value
+
+
+def json_key(text: str) -> Hashable | None:
+    """What a JSON draft compares by: its parsed value; None when it is not JSON."""
+    try:
+        return _frozen(json.loads(text))
+    except ValueError:
+        return None
+
+
 def needed(share: float, drafts: int) -> int:
     """How many of `drafts` drafts must agree at `share` (0 < share <= 1)."""
     return max(2, math.ceil(round(share * drafts, _SHARE_DIGITS)))
 
 
-def agreed_draft(completions: Sequence[Completion], share: float) -> int | None:
-    """The first draft that at least `share` of `completions` agree with, or None when too few agree."""
+def agreed_draft(completions: Sequence[Completion], share: float, *, as_json: bool = False) -> int | None:
+    """The first draft that at least `share` of `completions` agree with, or None when too few agree.
+    `as_json`: drafts compare as parsed JSON values, not as text."""
     if len(completions) < 2:
         return None
-    keys = [normalise(c.text) if c.finish_reason == AGREEING_FINISH else "" for c in completions]
-    counts = Counter(key for key in keys if key)
+    compare: Callable[[str], Hashable | None] = json_key if as_json else normalise
+    keys = [compare(c.text) if c.finish_reason == AGREEING_FINISH and c.text.strip() else None for c in completions]
+    counts = Counter(key for key in keys if key is not None)
     need = needed(share, len(completions))
     # With a share of one half or less two texts may both reach it: the first draft's wins.
-    return next((i for i, key in enumerate(keys) if key and counts[key] >= need), None)
+    return next((i for i, key in enumerate(keys) if key is not None and counts[key] >= need), None)

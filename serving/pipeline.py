@@ -191,7 +191,11 @@ class Pipeline:
 
     async def plan(self, conversation: Sequence[Message], params: PipelineParams) -> DraftBudget | None:
         """The drafts' context budget (None: no drafts, or a backend that cannot count tokens).
-        Raises ContextLengthExceeded, before any generation, when not even short drafts fit."""
+        Raises ContextLengthExceeded, before any generation, when not even short drafts fit, and
+        InvalidRequest when the backend cannot honour the answer's or the drafts' sampling (a schema)."""
+        await self.backend.check_sampling(params.final_sampling)
+        if params.rounds and params.draft_sampling.response_format is not None:
+            await self.backend.check_sampling(params.draft_sampling)
         return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
                                  params.final_sampling.max_tokens, rounds=params.rounds,
                                  min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools,
@@ -203,8 +207,12 @@ class Pipeline:
         draft_sampling = params.draft_sampling
         if budget is not None:
             draft_sampling = replace(draft_sampling, max_tokens=budget.draft_max_tokens)
-        # Only the final answer may call a tool: a request with tools always runs to it.
-        share = params.early_exit if draft_sampling.tools is None and params.final_sampling.tools is None else None
+        # Only the final answer may call a tool: a request with tools always runs to it. A draft becomes
+        # the answer only when it was held to the answer's format (JSON drafts compare as values).
+        final = params.final_sampling
+        share = (params.early_exit if draft_sampling.tools is None and final.tools is None
+                 and draft_sampling.response_format == final.response_format else None)
+        as_json = final.response_format is not None
         before: Layer | None = None
         for round_ in range(params.rounds):
             sampling = _seeded(draft_sampling, index, round_)
@@ -236,7 +244,7 @@ class Pipeline:
             if live:
                 for number, text in enumerate(drafts[1:] if streamed else drafts, 1 if streamed else 0):
                     yield DraftDelta(index, round_, number, text)
-            agreed = agreed_draft(completions, share) if share is not None else None
+            agreed = agreed_draft(completions, share, as_json=as_json) if share is not None else None
             if agreed is not None:
                 yield Layer(round_, drafts, generation.usage, 0, drafts, time.perf_counter() - start, agreed=agreed)
                 return

@@ -53,6 +53,8 @@ class ScriptedBackend:
     error: Exception | None = None
     delay: float = 0.0
     calls: list[Call] = field(default_factory=list)
+    checked: list[Sampling] = field(default_factory=list)
+    """Every Sampling given to check_sampling."""
     cancelled: int = 0
     started: bool = False
     closed: bool = False
@@ -62,6 +64,9 @@ class ScriptedBackend:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        self.checked.append(sampling)
 
     async def check_health(self) -> None:
         if self.error is not None and self.fail_on_call is None:

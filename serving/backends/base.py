@@ -43,6 +43,35 @@ class Tools:
 
 
 @dataclass(frozen=True)
+class ResponseFormat:
+    """The shape an answer must take: JSON (OpenAI's `response_format` other than "text").
+
+    The engine constrains generation to it (vLLM's structured outputs); an upstream is sent it as
+    `response_format`. `strict` is passed on as the client sent it: in process, every JSON answer is
+    constrained, strict or not."""
+
+    type: Literal["json_object", "json_schema"]
+    """json_object: any JSON value the engine's JSON grammar allows; json_schema: JSON valid under `schema`."""
+    schema: dict[str, Any] | None = None
+    """The JSON schema (json_schema only)."""
+    name: str = "response"
+    """The schema's name, as the client sent it (json_schema only)."""
+    strict: bool | None = None
+    description: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """OpenAI's `response_format` for this shape."""
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        spec: dict[str, Any] = {"name": self.name, "schema": self.schema}
+        if self.strict is not None:
+            spec["strict"] = self.strict
+        if self.description is not None:
+            spec["description"] = self.description
+        return {"type": "json_schema", "json_schema": spec}
+
+
+@dataclass(frozen=True)
 class Sampling:
     """Sampling parameters for one engine request (OpenAI names)."""
 
@@ -55,6 +84,9 @@ class Sampling:
     frequency_penalty: float = 0.0
     tools: Tools | None = None
     """Tools the prompt offers; None: a plain chat prompt."""
+    response_format: ResponseFormat | None = None
+    """The JSON the completion must be; None: free text. A forced tool call (tool_choice "required" or
+    named) takes precedence in process, as in vLLM: the call's arguments are the constraint then."""
 
 
 @dataclass
@@ -138,6 +170,11 @@ class Backend(Protocol):
                           tools: Tools | None = None) -> PromptSize | None:
         """The size of the prompt `messages` (and the definitions of `tools`) make for `role`'s model,
         or None when this backend cannot count tokens (then no context budget is applied)."""
+        ...
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        """Raise InvalidRequest, naming the problem, when this backend cannot honour `sampling`: a JSON
+        schema (response format, forced tool call) its engine cannot compile. Called before any generation."""
         ...
 
     async def check_health(self) -> None:

@@ -9,8 +9,9 @@ is down, again by each request and health check: the service starts before its u
 max_tokens is a cap, as in the vllm backend: one that does not fit the upstream's context is dropped
 (the upstream then generates what fits) rather than refused.
 Tools travel upstream as `tools`/`tool_choice`/`parallel_tool_calls`; the upstream parses calls
-(vLLM: `--enable-auto-tool-choice --tool-call-parser NAME`) and they come back as `tool_calls`, whole
-(a stream's call deltas are joined here and leave with its last delta).
+(vLLM: `--enable-auto-tool-choice --tool-call-parser NAME` for "auto"; "required" and named choices need
+no flag there) and they come back as `tool_calls`, whole (a stream's call deltas are joined here and
+leave with its last delta). A JSON response format travels as `response_format`.
 Prompts are counted (for the context budget) by a local tokenizer when one is configured, else by
 vLLM's /tokenize endpoint; an upstream that offers neither counts nothing (prompt_size is None).
 """
@@ -383,6 +384,10 @@ class OpenAIBackend:
             self._cannot_count.add(str(target.tokenize_url))
             logger.warning("cannot count prompt tokens for upstream %s: %s; no context budget for it",
                            target.where.label, why)
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        """Nothing to check here: the request's schemas were checked as JSON schemas (app/), and the
+        upstream compiles them and answers 400 when it cannot, before it generates."""
 
     async def check_health(self) -> None:
         """GET /models on each distinct upstream; raise UpstreamUnavailable if one does not answer 200."""

@@ -38,6 +38,8 @@ def request_body(model: str, messages: Sequence[Message], sampling: Sampling, n:
         body["tool_choice"] = sampling.tools.choice
         if sampling.tools.parallel is not None and sampling.tools.choice != "none":
             body["parallel_tool_calls"] = sampling.tools.parallel
+    if sampling.response_format is not None:
+        body["response_format"] = sampling.response_format.wire()
     if stream:
         body["stream"] = True
         body["stream_options"] = _STREAM_OPTIONS

@@ -39,7 +39,7 @@ from serving.backends.base import (
     Tools,
     Usage,
 )
-from serving.backends.vllm_tools import ToolRequest, load_parser, template_messages, tool_request
+from serving.backends.vllm_tools import ToolRequest, load_parser, structured_outputs, template_messages, tool_request
 from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 from serving.format import Message
 
@@ -252,8 +252,9 @@ class VLLMBackend:
         return ids
 
     def _tool_request(self, tools: Tools | None) -> ToolRequest | None:
-        """The parsing side of a request whose answer may call tools; None: the answer is text."""
-        if tools is None or tools.choice == "none" or self._parser is None:
+        """The parsing side of a request whose answer may call tools; None: the answer is text.
+        "auto" needs a parser; "required" and named choices are forced through the calls' JSON schema."""
+        if tools is None or tools.choice == "none" or (self._parser is None and tools.choice == "auto"):
             return None
         try:
             return tool_request(self._parser, self.engine.get_tokenizer(), tools)
@@ -271,11 +272,32 @@ class VLLMBackend:
                 f"{self._max_model_len}, which leaves no room for a completion.")
         max_tokens = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         try:
+            fields = tools.sampling_fields() if tools is not None else {}
+            if "structured_outputs" not in fields and sampling.response_format is not None:
+                # A forced tool call's schema wins over the response format, as in vLLM.
+                fields["structured_outputs"] = structured_outputs(sampling.response_format)
             return SamplingParams(
                 n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=max_tokens,
                 stop=list(sampling.stop), seed=sampling.seed, presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty, output_kind=kind,
-                **(tools.sampling_fields() if tools is not None else {}))
+                frequency_penalty=sampling.frequency_penalty, output_kind=kind, **fields)
+        except Exception as exc:
+            raise _map_error(exc) from exc
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        """Raise InvalidRequest when the engine's structured-output backend (xgrammar, or vLLM's
+        fallback) cannot compile the JSON schema `sampling` constrains to: vLLM's own validation of a
+        request, run now, before any draft, rather than when the request carrying it is submitted."""
+        from vllm.sampling_params import RequestOutputKind
+
+        tools = self._tool_request(sampling.tools)
+        if sampling.response_format is None and (tools is None or tools.request.structured_outputs is None):
+            return
+        params = self._params(sampling, 1, 0, RequestOutputKind.FINAL_ONLY, tools)
+        engine = self.engine
+        try:
+            # Schema conversion can take a while for a large schema: off the event loop.
+            await asyncio.to_thread(params.verify, engine.model_config, engine.vllm_config.speculative_config,
+                                    engine.vllm_config.structured_outputs_config, engine.get_tokenizer())
         except Exception as exc:
             raise _map_error(exc) from exc
 
