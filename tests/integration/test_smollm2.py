@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from bench.smollm2 import long_conversation
 from scripts.launch import aft_serve_command, free_port, running
 from tests.app.test_open_webui import CHAT_PAGE
 from tests.tool_upstream import WEATHER_TOOL
@@ -128,30 +129,12 @@ def test_a_json_schema_answer_is_compiled_on_the_real_vocabulary(client: openai.
     assert set(answer) == {"city", "country"} and all(isinstance(v, str) for v in answer.values()), answer
 
 
-def long_conversation(tokens: int, smollm2: Path) -> list[dict[str, str]]:
-    """A conversation of about `tokens` tokens of varied real text, ending in a question about it."""
+def test_a_5000_token_conversation_fits_its_8k_context(client: openai.OpenAI, smollm2: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(smollm2)
-    cities = ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Lisbon", "Prague", "Warsaw", "Dublin", "Oslo"]
-    notes, count, day = [], 0, 0
-    while count < tokens:
-        city = cities[day % len(cities)]
-        line = (f"Day {day + 1}: we walked through {city} in the morning, visited its old market, ate lunch near "
-                f"the river and took the {7 + day % 5}:{15 + day % 40:02d} train onwards; the weather was "
-                f"{['mild', 'rainy', 'sunny', 'windy'][day % 4]} and the museum tickets cost {9 + day % 13} euros.")
-        notes.append(line)
-        count += len(tokenizer.encode(line, add_special_tokens=False)) + 1
-        day += 1
-    half = len(notes) // 2
-    return [{"role": "user", "content": "Here are my travel notes, part one:\n" + "\n".join(notes[:half])},
-            {"role": "assistant", "content": "Thank you, I have read part one. Please send part two."},
-            {"role": "user", "content": "Part two:\n" + "\n".join(notes[half:])
-             + "\nIn one sentence: which city did we visit on day 1?"}]
-
-
-def test_a_5000_token_conversation_fits_its_8k_context(client: openai.OpenAI, smollm2: Path) -> None:
-    completion = client.chat.completions.create(model=MODEL, messages=long_conversation(5000, smollm2),  # type: ignore[arg-type]
+    conversation = long_conversation(5000, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+    completion = client.chat.completions.create(model=MODEL, messages=conversation,  # type: ignore[arg-type]
                                                 max_tokens=16, extra_body=AFT)
     assert completion.choices[0].message.content
     answer = completion.model_extra["aft"]["answers"][0]  # type: ignore[index]
