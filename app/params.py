@@ -56,13 +56,14 @@ def tools(request: ChatCompletionRequest, settings: Settings) -> tuple[Tools | N
     return drafts, Tools(definitions, wire, request.parallel_tool_calls)
 
 
-CONSTRAINED_DRAFTS = True
-"""Whether drafts follow a JSON response_format too when the request does not say (aft.constrained_drafts):
-they are answers to the same request, and the aggregator reads JSON drafts (docs/api.md#structured-outputs)."""
+CONSTRAINED_DRAFTS = False
+"""Whether drafts follow a JSON response_format too when the request does not say (aft.constrained_drafts).
+Measured on the toy checkpoint (bench/structured.py, docs/api.md#structured-outputs): free drafts were as
+good where the model writes the schema well, and better where it does not (more valid answers, fewer tokens)."""
 
 
 def draft_format(final: ResponseFormat | None, aft: AftOptions | None) -> ResponseFormat | None:
-    """The drafts' response format: the answer's, unless the request asks for free drafts."""
+    """The drafts' response format: none (free drafts), unless the request or CONSTRAINED_DRAFTS says so."""
     asked = aft.constrained_drafts if aft else None
     return final if (CONSTRAINED_DRAFTS if asked is None else asked) else None
 

@@ -98,7 +98,7 @@ class AftOptions(BaseModel):
     subset: int | None = Field(None, ge=1, description="K: every aggregation reads a random K of the round "
                                "before's N outputs (Recursive Self-Aggregation). Default: all N.")
     constrained_drafts: bool | None = Field(None, description="With a JSON response_format: whether the drafts "
-                                            "are constrained to it too (the answer always is). Default: true.")
+                                            "are constrained to it too (the answer always is). Default: false.")
 
     @field_validator("early_exit", mode="before")
     @classmethod

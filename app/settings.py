@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     trust_remote_code: bool = Field(False, description="vllm: allow model code from the checkpoint.")
 
     # Tool calling (both backends).
-    enable_auto_tool_choice: bool = Field(False, description="Parse tool calls out of final answers, as `vllm serve --enable-auto-tool-choice` does: tool_choice auto/required/named are honoured. openai backend: the upstream must run with --enable-auto-tool-choice and a --tool-call-parser. Off: requests with tools are answered with text, and tool_choice required or named is refused.")
+    enable_auto_tool_choice: bool = Field(False, description="Parse tool calls out of final answers, as `vllm serve --enable-auto-tool-choice` does: tool_choice auto is honoured. openai backend: the upstream must run with --enable-auto-tool-choice and a --tool-call-parser. Off: requests with tools and tool_choice auto are answered with text; required and named functions need no flag (the call is constrained to the tools' JSON schema).")
     tool_call_parser: str | None = Field(None, description="vllm backend: vLLM's tool-call parser for the model (hermes, llama3_json, mistral, pythonic, ...), as `vllm serve --tool-call-parser`.")
 
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")

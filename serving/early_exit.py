@@ -4,8 +4,9 @@ Drafts agree when their texts are identical after whitespace normalisation (stri
 whitespace one space). A round agrees when at least ceil(share * N) of its N drafts, and never fewer
 than two, are one text: a single draft agrees with nothing. Only drafts that ended on their own
 (finish_reason "stop") count: a draft cut by max_tokens is not an answer, and an empty one says nothing.
-JSON drafts (a request with a JSON response format) agree when they parse to the same value: key order
-and spacing do not matter, and a draft that does not parse agrees with nothing.
+With a JSON response format, drafts agree when they parse to the same value (key order and spacing do
+not matter), and only drafts the answer could be count: JSON, and valid under the format's schema. Free
+drafts (aft.constrained_drafts false) may be prose; those agree with nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 
-from serving.backends.base import Completion
+from jsonschema import validators
+
+from serving.backends.base import Completion, ResponseFormat
 
 AGREEING_FINISH = "stop"
 """The finish_reason of an agreed draft, and so of the answer it becomes."""
@@ -51,12 +54,15 @@ def _frozen(value: object) -> Hashable:
     return value
 
 
-def json_key(text: str) -> Hashable | None:
-    """What a JSON draft compares by: its parsed value; None when it is not JSON."""
+def json_key(text: str, schema: dict[str, object] | None = None) -> Hashable | None:
+    """What a JSON draft compares by: its parsed value; None when it is not JSON, or not valid under `schema`."""
     try:
-        return _frozen(json.loads(text))
+        value = json.loads(text)
     except ValueError:
         return None
+    if schema is not None and not validators.validator_for(schema)(schema).is_valid(value):
+        return None
+    return _frozen(value)
 
 
 def needed(share: float, drafts: int) -> int:
@@ -64,12 +70,15 @@ def needed(share: float, drafts: int) -> int:
     return max(2, math.ceil(round(share * drafts, _SHARE_DIGITS)))
 
 
-def agreed_draft(completions: Sequence[Completion], share: float, *, as_json: bool = False) -> int | None:
+def agreed_draft(completions: Sequence[Completion], share: float, *,
+                 answer_format: ResponseFormat | None = None) -> int | None:
     """The first draft that at least `share` of `completions` agree with, or None when too few agree.
-    `as_json`: drafts compare as parsed JSON values, not as text."""
+    With the answer's JSON `answer_format`, drafts compare as parsed values, and only those it allows count."""
     if len(completions) < 2:
         return None
-    compare: Callable[[str], Hashable | None] = json_key if as_json else normalise
+    compare: Callable[[str], Hashable | None] = normalise
+    if answer_format is not None:
+        compare = lambda text: json_key(text, answer_format.schema)  # noqa: E731
     keys = [compare(c.text) if c.finish_reason == AGREEING_FINISH and c.text.strip() else None for c in completions]
     counts = Counter(key for key in keys if key is not None)
     need = needed(share, len(completions))

@@ -207,12 +207,10 @@ class Pipeline:
         draft_sampling = params.draft_sampling
         if budget is not None:
             draft_sampling = replace(draft_sampling, max_tokens=budget.draft_max_tokens)
-        # Only the final answer may call a tool: a request with tools always runs to it. A draft becomes
-        # the answer only when it was held to the answer's format (JSON drafts compare as values).
+        # Only the final answer may call a tool: a request with tools always runs to it. JSON drafts
+        # compare as values, and only those the answer's format allows can be the answer.
         final = params.final_sampling
-        share = (params.early_exit if draft_sampling.tools is None and final.tools is None
-                 and draft_sampling.response_format == final.response_format else None)
-        as_json = final.response_format is not None
+        share = params.early_exit if draft_sampling.tools is None and final.tools is None else None
         before: Layer | None = None
         for round_ in range(params.rounds):
             sampling = _seeded(draft_sampling, index, round_)
@@ -244,7 +242,8 @@ class Pipeline:
             if live:
                 for number, text in enumerate(drafts[1:] if streamed else drafts, 1 if streamed else 0):
                     yield DraftDelta(index, round_, number, text)
-            agreed = agreed_draft(completions, share, as_json=as_json) if share is not None else None
+            agreed = (agreed_draft(completions, share, answer_format=final.response_format)
+                      if share is not None else None)
             if agreed is not None:
                 yield Layer(round_, drafts, generation.usage, 0, drafts, time.perf_counter() - start, agreed=agreed)
                 return

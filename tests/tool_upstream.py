@@ -4,7 +4,10 @@ It answers as `vllm serve --enable-auto-tool-choice` would: a request whose tool
 call a tool, in a conversation that has no tool result yet, gets a call of get_weather (streamed as
 tool-call deltas, the arguments in pieces); a request with tool_choice "none" gets a draft that
 proposes the call in words; once the conversation holds the tool's result, the answer quotes it.
-Every request body is kept in `bodies`, so tests can see what each round was sent.
+It honours structured outputs as vLLM does: a named tool_choice is a call of that tool, "required" (once
+the weather is known) a call of the first other tool, each with arguments made from the tool's JSON
+schema (`example`); a JSON response_format makes the text JSON valid under the schema (json_object:
+{"answer": text}). Every request body is kept in `bodies`, so tests can see what each round was sent.
 """
 
 from __future__ import annotations
@@ -22,16 +25,65 @@ CALL_ID = "call_weather_1"
 DRAFT = "I would call get_weather for Paris."
 
 
+def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """A value valid under `schema` (the shapes pydantic and the SDKs write): every property given,
+    strings "Paris", integers 21, numbers 21.5, one item per array, the first of a choice."""
+    root = schema if root is None else root
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return example(target, root)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return example(options[0], root)
+    if "allOf" in schema:
+        return example(schema["allOf"][0], root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: example(member, root) for name, member in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [example(schema.get("items", {}), root)]
+    return {"string": "Paris", "integer": 21, "number": 21.5, "boolean": True, "null": None}[kind]
+
+
+def _call(tool: dict[str, Any]) -> dict[str, Any]:
+    name = tool["function"]["name"]
+    if name == "get_weather":
+        return {"id": CALL_ID, "type": "function", "function": {"name": name, "arguments": ARGUMENTS}}
+    arguments = example(tool["function"].get("parameters") or {"type": "object"})
+    return {"id": f"call_{name}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def _text(body: dict[str, Any], text: str) -> str:
+    shape = body.get("response_format") or {"type": "text"}
+    if shape["type"] == "json_schema":
+        return json.dumps(example(shape["json_schema"]["schema"]))
+    return json.dumps({"answer": text}) if shape["type"] == "json_object" else text
+
+
 def _answer(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """(text, tool calls) this model writes for `body`."""
     messages = body["messages"]
     results = [m["content"] for m in messages if m["role"] == "tool"]
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice", "auto")
+    if isinstance(choice, dict):
+        return "", [_call(next(t for t in tools if t["function"]["name"] == choice["function"]["name"]))]
+    if results and choice == "required":
+        return "", [_call(next((t for t in tools if t["function"]["name"] != "get_weather"), tools[0]))]
     if results:
-        return f"The weather in Paris: {results[-1]}.", []
-    if body.get("tools") and body.get("tool_choice", "auto") != "none":
-        return "", [{"id": CALL_ID, "type": "function",
-                     "function": {"name": "get_weather", "arguments": ARGUMENTS}}]
-    return DRAFT if body.get("tools") else "A plain answer.", []
+        return _text(body, f"The weather in Paris: {results[-1]}."), []
+    if tools and choice != "none":
+        weather = [t for t in tools if t["function"]["name"] == "get_weather"]
+        return "", [_call(weather[0] if weather else tools[0])]
+    return _text(body, DRAFT if tools else "A plain answer."), []
 
 
 def _completion(body: dict[str, Any]) -> dict[str, Any]:

@@ -94,9 +94,16 @@ class EngineConfig:
     """Allow model code from the checkpoint's repository."""
     max_num_seqs: int | None = None
     """Most sequences in one batch (a request with n samples counts n)."""
+    compact_json: bool = True
+    """Constrained JSON (response formats, forced tool calls) has no whitespace between its tokens. With
+    whitespace allowed, a model unsure of what comes next can write newlines until max_tokens, and a
+    cut answer is no JSON at all: the toy checkpoint does so every time (bench/structured.py). Compact
+    JSON needs vLLM's xgrammar backend (not "auto", which falls back to guidance for the schemas xgrammar
+    cannot compile): those schemas are refused."""
 
     def to_engine_args(self) -> AsyncEngineArgs:
         """The vLLM engine arguments for this configuration."""
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         optional: dict[str, Any] = {
@@ -110,6 +117,9 @@ class EngineConfig:
             pipeline_parallel_size=self.pipeline_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,  # type: ignore[arg-type]
             enable_prefix_caching=self.enable_prefix_caching, trust_remote_code=self.trust_remote_code,
+            # vLLM allows compact JSON only with a named grammar backend: xgrammar, its default choice.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+            if self.compact_json else StructuredOutputsConfig(),
             **optional,
         )
 
@@ -290,7 +300,8 @@ class VLLMBackend:
         from vllm.sampling_params import RequestOutputKind
 
         tools = self._tool_request(sampling.tools)
-        if sampling.response_format is None and (tools is None or tools.request.structured_outputs is None):
+        forced = tools is not None and tools.request.structured_outputs is not None
+        if sampling.response_format is None and not forced:
             return
         params = self._params(sampling, 1, 0, RequestOutputKind.FINAL_ONLY, tools)
         engine = self.engine
@@ -299,7 +310,14 @@ class VLLMBackend:
             await asyncio.to_thread(params.verify, engine.model_config, engine.vllm_config.speculative_config,
                                     engine.vllm_config.structured_outputs_config, engine.get_tokenizer())
         except Exception as exc:
-            raise _map_error(exc) from exc
+            error = _map_error(exc)
+            if not isinstance(error, InvalidRequest):
+                raise error from exc
+            # A forced tool call's schema is the tool's parameters; otherwise the response format's.
+            what, param = ("the tools' parameters", "tools") if forced else ("response_format's schema",
+                                                                             "response_format")
+            raise InvalidRequest(f"the engine cannot constrain the answer to {what}: {error.message}",
+                                 param=param) from exc
 
     async def _submit(self, prompt: list[int], params: SamplingParams) -> AsyncGenerator[RequestOutput, None]:
         """Run one engine request, mapping its errors; closing this aborts the request."""

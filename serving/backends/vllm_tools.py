@@ -38,7 +38,8 @@ def load_parser(name: str) -> type[ToolParser]:
 
 def structured_outputs(response_format: ResponseFormat) -> StructuredOutputsParams:
     """vLLM's constraint for a response format (what `vllm serve` makes of `response_format`:
-    structured_outputs_from_response_format); strict or not, the JSON is constrained."""
+    structured_outputs_from_response_format); strict or not, the JSON is constrained (compact:
+    EngineConfig.compact_json)."""
     from vllm.sampling_params import StructuredOutputsParams
 
     if response_format.type == "json_object":

@@ -4,11 +4,11 @@ the pipeline stops there and the agreed draft is the answer; no further round, n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from serving.backends.base import Completion, Generation, Role, Sampling, Tools
+from serving.backends.base import Completion, Generation, ResponseFormat, Role, Sampling, Tools
 from serving.early_exit import agreed_draft, normalise
 from serving.format import Message
 from serving.live_draft import DraftDelta
@@ -121,6 +121,40 @@ async def test_requests_with_tools_never_exit_early() -> None:
     with_tools = params(3, 1, 1.0, drafts=Sampling(0.7, 0.95, seed=SEED, tools=tools),
                         final=Sampling(0.3, 1.0, seed=SEED, tools=Tools(tools.definitions, "auto")))
     [answer] = await Pipeline(backend).run(CONVERSATION, with_tools)
+    assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
+
+
+JSON = ResponseFormat("json_schema", {"type": "object", "required": ["x"]}, "answer")
+
+
+def test_json_drafts_agree_as_values_not_bytes() -> None:
+    drafts = ['{"x": 1, "b": [true]}', '{"b":[true],"x":1}', '{"x": 1, "b": [1]}', "not json", "not json"]
+    completions = [Completion(text, "stop") for text in drafts]
+    assert agreed_draft(completions, 0.4, answer_format=JSON) == 0  # key order and spacing do not matter
+    # true is not 1, and text that is no JSON agrees with nothing
+    assert agreed_draft(completions[2:], 0.5, answer_format=JSON) is None
+    assert agreed_draft(completions[2:], 0.5) == 1  # as text, the two non-JSON drafts agree
+
+
+def test_json_drafts_the_schema_refuses_agree_with_nothing() -> None:
+    completions = [Completion('{"y": 4}', "stop")] * 3
+    assert agreed_draft(completions, 1.0, answer_format=JSON) is None
+    assert agreed_draft(completions, 1.0, answer_format=ResponseFormat("json_object")) == 0
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+async def test_json_drafts_exit_early_constrained_or_free(constrained: bool) -> None:
+    # Free drafts that happen to be valid JSON are answers like constrained ones.
+    backend = ScriptedBackend(reply=by_round({0: ['{"x": 4}', '{ "x" : 4 }', '{"x":4}']}))
+    drafts = replace(DRAFTS, response_format=JSON if constrained else None)
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(3, 1, 1.0, drafts=drafts,
+                                                                final=replace(FINAL, response_format=JSON)))
+    assert (answer.text, answer.early_exit_round) == ('{"x": 4}', 0) and shape(backend) == [("proposer", 3)]
+
+
+async def test_prose_drafts_never_exit_a_json_request_early() -> None:
+    backend = ScriptedBackend(reply=by_round({0: ["four", "four", "four"]}))
+    [answer] = await Pipeline(backend).run(CONVERSATION, params(3, 1, 1.0, final=replace(FINAL, response_format=JSON)))
     assert answer.early_exit_round is None and shape(backend) == [("proposer", 3), ("aggregator", 1)]
 
 

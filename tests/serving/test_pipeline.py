@@ -1,11 +1,12 @@
 """The propose-and-aggregate pipeline on a scripted backend."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from serving.backends.base import Sampling
-from serving.errors import UpstreamTimeout
+from serving.backends.base import ResponseFormat, Sampling
+from serving.errors import InvalidRequest, UpstreamTimeout
 from serving.format import aggregation_system
 from serving.pipeline import AnswerDelta, AnswerDone, LayerDone, Pipeline, PipelineParams
 from tests.fakes import ScriptedBackend
@@ -133,3 +134,25 @@ async def test_greedy_drafts_are_one_sample_repeated() -> None:
     assert [(c.role, c.n) for c in backend.calls] == [("proposer", 1), ("aggregator", 1)]
     assert answer.layers[0].outputs == ["same words"] * 4
     assert answer.usage_by_round[0].completion_tokens == 2  # spent once
+
+
+class RefusingSchemas(ScriptedBackend):
+    """A backend whose engine cannot compile any schema."""
+
+    async def check_sampling(self, sampling: Sampling) -> None:
+        await super().check_sampling(sampling)
+        if sampling.response_format is not None:
+            raise InvalidRequest("the engine cannot compile it", param="response_format")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_schema_the_backend_cannot_compile_is_refused_before_any_draft(stream: bool) -> None:
+    shape = ResponseFormat("json_schema", {"type": "object"}, "answer")
+    backend = RefusingSchemas()
+    params = PipelineParams(3, 2, replace(DRAFTS, response_format=shape), replace(FINAL, response_format=shape))
+    with pytest.raises(InvalidRequest, match="cannot compile"):
+        if stream:
+            [event async for event in Pipeline(backend).stream(CONVERSATION, params)]
+        else:
+            await Pipeline(backend).run(CONVERSATION, params)
+    assert backend.calls == [] and backend.checked == [params.final_sampling]

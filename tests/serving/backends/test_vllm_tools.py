@@ -95,3 +95,29 @@ async def test_the_tool_definitions_count_in_the_prompts_size(backend: Any) -> N
     plain = await backend.prompt_size("proposer", messages)
     with_tools = await backend.prompt_size("proposer", messages, Tools((WEATHER_TOOL,), "none"))
     assert with_tools.tokens > plain.tokens + 20
+
+
+@pytest.mark.parametrize(("choice", "text"), [
+    ("required", '[{"name": "get_weather", "parameters": {"city": "Paris"}}]'),
+    ({"type": "function", "function": {"name": "get_weather"}}, '{"city": "Paris"}'),
+])
+def test_forced_choices_need_no_parser(tokenizer: Any, choice: Any, text: str) -> None:
+    # As `vllm serve` without --enable-auto-tool-choice: the calls' JSON schema is the constraint.
+    from vllm.tool_parsers.utils import get_json_schema_from_tools
+
+    from serving.backends.vllm_tools import tool_request
+
+    request = tool_request(None, tokenizer, Tools((WEATHER_TOOL,), choice))
+    constraint = request.sampling_fields()["structured_outputs"]
+    assert constraint.json == get_json_schema_from_tools(request.request.tool_choice, request.request.tools)
+    _, calls = request.calls(text)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_a_response_format_becomes_vllms_structured_output() -> None:
+    from serving.backends.base import ResponseFormat
+    from serving.backends.vllm_tools import structured_outputs
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert structured_outputs(ResponseFormat("json_schema", schema, "A", strict=False)).json == schema
+    assert structured_outputs(ResponseFormat("json_object")).json_object is True
