@@ -72,7 +72,10 @@ def main() -> int:
     log = ROOT / "models" / "demo-server.log"
     print(f"starting aft serve on 127.0.0.1:{port} with {model} (log: {log}) ...", flush=True)
     started = time.monotonic()
-    with running(serve_command(model, port), f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV) as server:
+    # A real model's engine compiles for minutes on two busy cores (SmolLM2: 3 idle, over 5 loaded).
+    start_limit = 300 if is_toy(model) else 1800
+    with running(serve_command(model, port), f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV,
+                 timeout=start_limit) as server:
         print(f"ready in {time.monotonic() - started:.0f} s\n")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
         print(f"Q: {question}  (N={proposals}, rounds={rounds})\n")
