@@ -8,7 +8,8 @@ from serving.backends.base import Backend
 
 def build_backend(settings: Settings) -> Backend:
     if settings.backend == "vllm":
-        from serving.backends.vllm import EngineConfig, VLLMBackend
+        from serving.backends.vllm import VLLMBackend
+        from serving.backends.vllm_engine import EngineConfig
 
         assert settings.model is not None  # Settings validation guarantees it
         backend: Backend = VLLMBackend(EngineConfig(

@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils._validators import validate_repo_id
 
-from serving.backends.vllm import EngineConfig
+from serving.backends.vllm_engine import EngineConfig
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from serving.backends.base import Backend, Generation, Sampling
-from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.backends.vllm import VLLMBackend
+from serving.backends.vllm_engine import EngineConfig
 from serving.early_exit import parse_share
 from serving.format import proposer_messages
 from serving.manifest import read_manifest

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from serving.backends.base import Sampling
-from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.backends.vllm import VLLMBackend
+from serving.backends.vllm_engine import EngineConfig
 from training.config import TrainConfig
 from training.data import on_policy_samples
 from training.evaluate import default_sampling, evaluate_checkpoints

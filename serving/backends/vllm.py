@@ -25,7 +25,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from serving.backends.base import (
@@ -39,6 +38,7 @@ from serving.backends.base import (
     Tools,
     Usage,
 )
+from serving.backends.vllm_engine import EngineConfig
 from serving.backends.vllm_tools import (
     CallStream,
     ToolRequest,
@@ -51,7 +51,6 @@ from serving.errors import AFTError, BackendError, ContextLengthExceeded, Engine
 from serving.format import Message
 
 if TYPE_CHECKING:
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.outputs import RequestOutput
     from vllm.sampling_params import RequestOutputKind, SamplingParams
     from vllm.tool_parsers.abstract_tool_parser import ToolParser
@@ -81,70 +80,6 @@ so such a request waited for --request-timeout on a dead engine (tests/integrati
 The watchdog ends every wait on the engine at its next check instead."""
 
 PromptKey = tuple[tuple[str, str, str | None], ...]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to build the engine; None leaves a field at vLLM's default."""
-
-    model: str
-    """Checkpoint path or hub id."""
-    tokenizer: str | None = None
-    """Tokenizer path or hub id when it differs from `model`."""
-    tensor_parallel_size: int = 1
-    """GPUs each layer is split across."""
-    pipeline_parallel_size: int = 1
-    """Pipeline stages the layers are split into."""
-    max_model_len: int | None = None
-    """Context length (prompt + completion); None takes the model's."""
-    gpu_memory_utilization: float = 0.9
-    """Fraction of accelerator memory the engine may use (weights + KV cache)."""
-    dtype: str = "auto"
-    """Weight and activation dtype ("auto", "bfloat16", "float32", ...)."""
-    enable_prefix_caching: bool = True
-    """Reuse KV blocks of shared prompt prefixes; the n samples of a layer share one prompt."""
-    seed: int | None = None
-    """Engine-wide random seed; per-request seeds come from Sampling.seed."""
-    trust_remote_code: bool = False
-    """Allow model code from the checkpoint's repository."""
-    max_num_seqs: int | None = None
-    """Most sequences in one batch (a request with n samples counts n)."""
-    compact_json: bool = True
-    """Constrained JSON (response formats, forced tool calls) has no whitespace between its tokens. With
-    whitespace allowed, a model unsure of what comes next can write newlines until max_tokens, and a
-    cut answer is no JSON at all: the toy checkpoint does so every time (bench/structured.py). Compact
-    JSON needs vLLM's xgrammar backend (not "auto", which falls back to guidance for the schemas xgrammar
-    cannot compile): those schemas are refused."""
-
-    def to_engine_args(self) -> AsyncEngineArgs:
-        """The vLLM engine arguments for this configuration."""
-        from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
-
-        # A prefill split across engine steps samples a token at each partial step and throws it away;
-        # vLLM then rewinds a seeded request's generator (gen.set_offset, gpu_model_runner.py), which
-        # only CUDA generators support: on CPU the whole engine core dies with "CPU Generator does not
-        # use offset". Any client sending `seed` while prompts exceed one step's token budget triggers
-        # it, so on CPU every prompt is prefilled in one step (vLLM then raises the step's budget to
-        # max_model_len, as it does for CPU models that cannot chunk).
-        chunked_prefill = False if current_platform.is_cpu() else None
-        optional: dict[str, Any] = {
-            name: value for name, value in (
-                ("seed", self.seed), ("max_model_len", self.max_model_len),
-                ("max_num_seqs", self.max_num_seqs), ("enable_chunked_prefill", chunked_prefill),
-            ) if value is not None
-        }
-        return AsyncEngineArgs(
-            model=self.model, tokenizer=self.tokenizer, tensor_parallel_size=self.tensor_parallel_size,
-            pipeline_parallel_size=self.pipeline_parallel_size,
-            gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,  # type: ignore[arg-type]
-            enable_prefix_caching=self.enable_prefix_caching, trust_remote_code=self.trust_remote_code,
-            # vLLM allows compact JSON only with a named grammar backend: xgrammar, its default choice.
-            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
-            if self.compact_json else StructuredOutputsConfig(),
-            **optional,
-        )
 
 
 def _map_error(exc: Exception) -> AFTError:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from serving.backends.base import Sampling
-from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.backends.vllm import VLLMBackend
+from serving.backends.vllm_engine import EngineConfig
 from serving.format import Message
 from serving.pipeline import Pipeline, PipelineParams
 from tests.fakes import Call, ScriptedBackend

@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 
 from serving.backends.base import Sampling
-from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.backends.vllm import VLLMBackend
+from serving.backends.vllm_engine import EngineConfig
 from serving.errors import BackendError, ContextLengthExceeded, InvalidRequest
 from serving.format import Message
 from training.tiny import build_tiny_model

@@ -35,7 +35,8 @@ def tokenizer(tiny_model: Path) -> Any:
 
 @pytest.fixture
 def backend(tokenizer: Any, tiny_model: Path) -> Any:
-    from serving.backends.vllm import EngineConfig, VLLMBackend
+    from serving.backends.vllm import VLLMBackend
+    from serving.backends.vllm_engine import EngineConfig
 
     backend = VLLMBackend(EngineConfig(model=str(tiny_model)))
     backend._engine = SimpleNamespace(get_tokenizer=lambda: tokenizer)  # the renderer needs only this

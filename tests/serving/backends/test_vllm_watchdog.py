@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from serving.backends.base import Sampling
-from serving.backends.vllm import EngineConfig, VLLMBackend
+from serving.backends.vllm import VLLMBackend
+from serving.backends.vllm_engine import EngineConfig
 from serving.errors import EngineDead
 from serving.format import Message
 
