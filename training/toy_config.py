@@ -89,6 +89,29 @@ class RecipeConfig:
     aft_steps: int = 1200
     aft_batch_size: int = 32
     aft_learning_rate: float = 2e-3
+    rl_steps: int = 0
+    """GRPO steps after AFT (`aft toy --rl`, training/toy_rl.py; 0: no RL stage). The aggregator is then
+    trained by the task's own check on its own aggregations, not by imitation (docs/results.md)."""
+    rl_queries: int = 1000
+    """Training problems whose on-policy drafts (and round-1 aggregations) make the RL prompts."""
+    rl_proposals: tuple[int, ...] = (3, 5, 8)
+    """Each RL prompt reads N of these drafts (drawn a query), so every N the service runs is trained."""
+    rl_hard_share: float = 0.5
+    """Share of RL prompts whose drafts are mostly wrong (training/rl_data.py RLMix)."""
+    rl_round2_share: float = 0.3
+    """Share of RL prompts over round-1 aggregations: the second round, never seen in imitation."""
+    rl_subset_share: float = 0.3
+    """Share of RL prompts that read `rl_subset_k` of the N drafts."""
+    rl_subset_k: int = 3
+    rl_num_generations: int = 8
+    """Completions sampled a prompt; their rewards are compared within the group."""
+    rl_batch_size: int = 64
+    """Completions a step (8 prompts of 8)."""
+    rl_learning_rate: float = 2e-4
+    rl_temperature: float = 1.0
+    """Sampling of the completions during RL: the drafts' temperature, so a group differs enough to compare."""
+    rl_beta: float = 0.0
+    """KL penalty towards the AFT model (0: none, TRL's default)."""
     proposal_temperature: float = 1.0
     proposal_top_p: float = 1.0
     temperature: float = 0.7

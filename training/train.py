@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.config import TRAIN_RECORD, TrainConfig, parse_config
+from training.config import TRAIN_RECORD, TrainConfig, parse_run
 from training.export import export
 from training.rows import read_jsonl, validate_jsonl
 
@@ -134,14 +134,24 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Pat
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft train") -> int:
-    config = parse_config(argv, prog)
+    config, rl = parse_run(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        validate_jsonl(config.data)
+        if config.method == "grpo":
+            from training.grpo import check_inputs  # the rows and the reward, before any model loads
+
+            check_inputs(config, rl)
+        else:
+            validate_jsonl(config.data)
     except (ValueError, OSError) as exc:  # DataError is a ValueError: names the bad line
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    final = train(config)
+    if config.method == "grpo":
+        from training.grpo import train_grpo
+
+        final = train_grpo(config, rl)
+    else:
+        final = train(config)
     print(f"model: {final}")
     # Under `accelerate launch` every rank runs main; one export is enough.
     if config.export_dir and os.environ.get("RANK", "0") == "0":
