@@ -136,7 +136,7 @@ def parse_run(argv: Sequence[str] | None = None, prog: str = "aft train") -> tup
     args = [part for arg in (sys.argv[1:] if argv is None else argv)
             for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     try:
-        config, rl, from_file, from_flags = parser.parse_args_and_config(
+        config, rl, *_, from_file, from_flags = parser.parse_args_and_config(
             args, return_remaining_strings=True, separate_remaining_strings=True)
     except (OSError, ValueError) as exc:  # the YAML file (missing, not a mapping), a refused value
         parser.error(str(exc))

@@ -86,8 +86,8 @@ def rl_row(conversation: Sequence[Message], proposals: Sequence[str], answer: st
 
 def _kind(rng: random.Random, group: RLGroup, mix: RLMix) -> str:
     draw = rng.random()
-    if draw < mix.round2_share and group.aggregations:
-        return "round2"
+    if draw < mix.round2_share:  # without aggregations, the full round-1 prompt in its place
+        return "round2" if group.aggregations else "full"
     if draw < mix.round2_share + mix.subset_share and mix.subset_k < len(group.drafts):
         return "subset"
     return "full"
