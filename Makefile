@@ -60,7 +60,7 @@ toy-reversal: install
 # rounds; K = 3 subsets): docs/toy/rl/TASK/seed-SEED/{aft,rl}. `make toy-rl TASK=multiplication SEED=1`.
 TASK ?= reversal
 SEED ?= 0
-RL_STEPS ?= 80
+RL_STEPS ?= 40
 RL_RUN := models/toy-rl-$(TASK)-s$(SEED)
 RL_EVAL := VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m aft eval --task $(TASK) \
 	--problems 500 --proposals 1,3,5,8 --rounds 1,2 --subset 3 --max-tokens $(if $(filter multiplication,$(TASK)),24,32) \
