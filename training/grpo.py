@@ -25,7 +25,7 @@ from training.rewards import Check, make_check, reward_function
 from training.rl_config import RLConfig
 from training.rl_data import validate_rl_rows
 from training.rows import DataError, read_jsonl
-from training.train import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint
+from training.trainer_setup import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainerCallback
