@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test race unit integration demo playground smollm2 toy toy-reversal toy-ship lint bench soak clean
+.PHONY: install test race unit integration demo playground smollm2 toy toy-reversal toy-rl toy-ship lint bench soak clean
 
 install: $(STAMP)
 
@@ -61,6 +61,22 @@ toy: install
 toy-reversal: install
 	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --task reversal --force \
 		--out models/toy-reversal --results docs/toy/reversal
+
+# A toy recipe with an RL stage after AFT (GRPO rewarded by the task's check, training/toy_rl.py), then
+# `aft eval` of the AFT export and of the RL model on the same problems (N = 1, 3, 5, 8; one and two
+# rounds; K = 3 subsets): docs/toy/rl/TASK/seed-SEED/{aft,rl}. `make toy-rl TASK=multiplication SEED=1`.
+TASK ?= reversal
+SEED ?= 0
+RL_STEPS ?= 40
+RL_RUN := models/toy-rl-$(TASK)-s$(SEED)
+RL_EVAL := VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m aft eval --task $(TASK) \
+	--problems 500 --proposals 1,3,5,8 --rounds 1,2 --subset 3 --max-tokens $(if $(filter multiplication,$(TASK)),24,32) \
+	--dtype float32 --max-model-len 512 --gpu-memory-utilization 0.3 --max-num-seqs 256 --baseline $(RL_RUN)-work/sft/final
+toy-rl: install
+	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --task $(TASK) --seed $(SEED) \
+		--rl-steps $(RL_STEPS) --force --no-eval --out $(RL_RUN)
+	$(RL_EVAL) --model $(RL_RUN)-work/aft-export --out docs/toy/rl/$(TASK)/seed-$(SEED)/aft
+	$(RL_EVAL) --model $(RL_RUN) --out docs/toy/rl/$(TASK)/seed-$(SEED)/rl
 
 # models/toy (built by `make toy` if absent) becomes the shipped demo model, checkpoints/toy:
 # the export holds only what `aft serve` reads, a few MB, committed as plain files.

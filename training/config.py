@@ -17,13 +17,16 @@ from typing import Any, get_type_hints
 from transformers.hf_argparser import DataClassType
 from trl.scripts.utils import TrlParser
 
+from training.rl_config import RLConfig
+
 TRAIN_RECORD = "aft_train.json"
 """A run's TrainConfig, saved beside its final model (`aft export` reads the base model and data from it)."""
 
 
 @dataclass
 class TrainConfig:
-    """How to fine-tune a model on AFT rows (see training/rows.py) with TRL's SFTTrainer."""
+    """How to fine-tune a model on AFT rows (see training/rows.py) with TRL's SFTTrainer, or by reward
+    (`method: grpo`, GRPOTrainer on `aft data rl` rows; RLConfig holds its own fields)."""
 
     model: str = field(metadata={"help": "Base model to fine-tune: checkpoint directory or hub id."})
     data: str = field(metadata={"help": "Training rows: a JSONL file written by `aft data` (validated first)."})
@@ -31,6 +34,10 @@ class TrainConfig:
         "help": "Checkpoints go to OUTPUT_DIR/checkpoint-*, the final model to OUTPUT_DIR/final."})
     export_dir: str | None = field(default=None, metadata={
         "help": "After training, export a checkpoint `aft serve` loads as it is (LoRA merged, aft.json) here."})
+    method: str = field(default="sft", metadata={
+        "help": "sft: imitation of the rows' targets (SFTTrainer); grpo: reinforcement by a verifiable reward "
+                "(GRPOTrainer) on rows of `aft data rl`, usually from an AFT checkpoint.",
+        "choices": ["sft", "grpo"]})
     chat_template: str | None = field(default=None, metadata={
         "help": "Jinja chat template file for a tokenizer without one (e.g. a base model); saved with the model."})
 
@@ -85,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if isinstance(self.resume, bool) or self.resume == "true":
             self.resume = "latest" if self.resume else None
+        if self.method not in ("sft", "grpo"):
+            raise ValueError(f"method must be sft or grpo, got {self.method!r}")
         if self.lora and self.lora_r < 1:
             raise ValueError("lora_r must be >= 1")
 
@@ -100,9 +109,11 @@ class TrainConfig:
 def make_parser(prog: str = "aft train") -> TrlParser:
     """TRL's parser over TrainConfig: one flag per field (--learning-rate or --learning_rate), and
     --config FILE.yaml whose values replace the defaults; flags win over the file."""
-    parser = TrlParser(DataClassType(TrainConfig), prog=prog, allow_abbrev=False, description=(
-        "Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer. Every TrainConfig field is a flag and a "
-        "key of the --config YAML file; flags win."))
+    parser = TrlParser([DataClassType(TrainConfig), DataClassType(RLConfig)], prog=prog, allow_abbrev=False,
+                       description=(
+        "Fine-tune a model on AFT rows (aft data) with TRL's SFTTrainer, or by reward with GRPOTrainer "
+        "(--method grpo, rows of `aft data rl`; the RLConfig fields). Every field is a flag and a key of the "
+        "--config YAML file; flags win."))
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of the fields below.")
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):  # HfArgumentParser gives --no-X only to fields that default to true
@@ -115,12 +126,17 @@ def make_parser(prog: str = "aft train") -> TrlParser:
 
 def parse_config(argv: Sequence[str] | None = None, prog: str = "aft train") -> TrainConfig:
     """The config a command line asks for; a bad flag, file or value exits 2 with one line saying which."""
+    return parse_run(argv, prog)[0]
+
+
+def parse_run(argv: Sequence[str] | None = None, prog: str = "aft train") -> tuple[TrainConfig, RLConfig]:
+    """The TrainConfig and RLConfig a command line asks for; RL fields under method sft are refused."""
     parser = make_parser(prog)
     # TrlParser reads the file only from `--config FILE`; `--config=FILE` would pass unread.
     args = [part for arg in (sys.argv[1:] if argv is None else argv)
             for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     try:
-        config, *_, from_file, from_flags = parser.parse_args_and_config(
+        config, rl, *_, from_file, from_flags = parser.parse_args_and_config(
             args, return_remaining_strings=True, separate_remaining_strings=True)
     except (OSError, ValueError) as exc:  # the YAML file (missing, not a mapping), a refused value
         parser.error(str(exc))
@@ -129,5 +145,7 @@ def parse_config(argv: Sequence[str] | None = None, prog: str = "aft train") -> 
         parser.error(f"unknown field(s) in the config file: {unknown}; see --help")
     if from_flags:
         parser.error(f"unrecognized arguments: {' '.join(from_flags)}")
-    assert isinstance(config, TrainConfig)
-    return config
+    assert isinstance(config, TrainConfig) and isinstance(rl, RLConfig)
+    if config.method == "sft" and rl.changed():
+        parser.error(f"{', '.join(rl.changed())}: only for --method grpo")
+    return config, rl

@@ -2,6 +2,7 @@
 
     aft data off-policy ultrafeedback.jsonl -o data/train.jsonl --n 3 --limit 64000 --sft-ratio 0.25
     aft data on-policy queries.jsonl -o data/train.jsonl --model meta-llama/Llama-3.1-8B --n 5
+    aft data rl queries.jsonl -o data/rl.jsonl --model models/aft --n 5 --reward math
     aft data validate data/train.jsonl
 
 Each build writes the rows and, beside them, NAME.summary.json (how they were built),
@@ -37,6 +38,8 @@ from training.data import (
     write_jsonl,
 )
 from training.engine import add_engine_arguments, checkpoint_problem, engine_config
+from training.rewards import make_check
+from training.rl_data import RLGroup, RLMix, groups_of, rl_rows, sample_aggregations, validate_rl_rows
 
 
 def _write(samples: list[Sample], args: argparse.Namespace, recipe: dict[str, Any]) -> int:
@@ -104,6 +107,48 @@ def on_policy(args: argparse.Namespace) -> int:
         "proposal_top_p": args.top_p, "proposal_max_tokens": args.max_tokens})
 
 
+async def _sample_rl(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[RLGroup]:
+    tokenizer = _tokenizer_with_template(args.model, args.chat_template, workdir) if args.chat_template else None
+    backend = VLLMBackend(engine_config(args, args.model, tokenizer=tokenizer, seed=args.seed))
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    await backend.start()
+    try:
+        samples = await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
+                                          concurrency=args.concurrency)
+        # The intermediate round samples as round 0 does (the pipeline's draft sampling).
+        aggregations = (await sample_aggregations(backend, samples, sampling, concurrency=args.concurrency)
+                        if args.round2_share > 0 else [[] for _ in samples])
+    finally:
+        await backend.close()
+    return groups_of(samples, aggregations)
+
+
+def rl(args: argparse.Namespace) -> int:
+    problem = checkpoint_problem(args.model)
+    if problem:
+        raise ValueError(f"--model {problem}")
+    if args.sft_ratio:
+        raise ValueError("--sft-ratio: RL rows are aggregation prompts only (GRPO has no plain targets)")
+    check = make_check(args.reward, format_reward=0.0)  # a bad spec is refused before the engine starts
+    mix = RLMix(hard_share=args.hard_share, round2_share=args.round2_share, subset_share=args.subset_share,
+                subset_k=args.subset_k)
+    rows = load_rows(args.source, split=args.split, name=args.name)
+    if args.shuffle:
+        random.Random(args.seed).shuffle(rows)
+    with tempfile.TemporaryDirectory() as workdir:
+        groups = asyncio.run(_sample_rl(args, rows, workdir))
+    built, summary = rl_rows(groups, check, mix, seed=args.seed, limit=args.limit)
+    validate_rl_rows(built, source=args.output)
+    write_jsonl(built, args.output)
+    summary = {"builder": "rl", "source": args.source, "model": args.model, "n": args.n, "reward": args.reward,
+               "seed": args.seed, "proposal_temperature": args.temperature, "proposal_top_p": args.top_p,
+               **summary, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    summary_path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{args.output}: {summary['rows']} prompts ({summary['hard']} hard, {summary['easy']} easy; "
+          f"{summary['kinds']})")
+    return 0
+
+
 def validate(args: argparse.Namespace) -> int:
     print(f"{args.file}: {validate_jsonl(args.file)} rows, all valid")
     return 0
@@ -145,6 +190,28 @@ def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     on.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
     add_engine_arguments(on)
     on.set_defaults(handler=on_policy)
+
+    rl_parser = commands.add_parser("rl", help="Prompts for `aft train --method grpo`: aggregations of on-policy "
+                                               "drafts of --model, hard and easy, round 2 and K-subsets.")
+    _common(rl_parser, 5)
+    rl_parser.add_argument("--model", required=True, help="Model that writes the drafts: the AFT checkpoint to train.")
+    rl_parser.add_argument("--reference", default="reference", help="Column holding the reference answer.")
+    rl_parser.add_argument("--reward", default="exact",
+                           help="The check that says which drafts are right, as `aft train --reward` (default exact).")
+    rl_parser.add_argument("--hard-share", type=float, default=0.5,
+                           help="Share of prompts whose drafts are mostly wrong (default 0.5).")
+    rl_parser.add_argument("--round2-share", type=float, default=0.25,
+                           help="Share of prompts over N aggregations of the drafts, a second round (default 0.25).")
+    rl_parser.add_argument("--subset-share", type=float, default=0.25,
+                           help="Share of prompts that read --subset-k of the N drafts (default 0.25).")
+    rl_parser.add_argument("--subset-k", type=int, default=3, help="Drafts a subset prompt reads (default 3).")
+    rl_parser.add_argument("--chat-template", help="Jinja chat template for a model without one.")
+    rl_parser.add_argument("--temperature", type=float, default=0.7, help="Draft temperature (reference: 0.7).")
+    rl_parser.add_argument("--top-p", type=float, default=0.95, help="Draft top_p (reference: 0.95).")
+    rl_parser.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each draft.")
+    rl_parser.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
+    add_engine_arguments(rl_parser)
+    rl_parser.set_defaults(handler=rl)
 
     check = commands.add_parser("validate", help="Check a rows file; the first bad line is named.")
     check.add_argument("file")

@@ -60,6 +60,7 @@ from training.stop import greedy_accuracy, stop_at_accuracy
 from training.tasks import Problem, majority_vote
 from training.toy_config import AGGREGATION_TARGETS, PLAIN_TARGETS, RECIPES, TOY_TASKS, RecipeConfig, recipe, toy_task
 from training.toy_model import build_model, build_tokenizer
+from training.toy_rl import run_rl_stage
 from training.train import train
 
 logger = logging.getLogger(__name__)
@@ -197,11 +198,16 @@ def run_recipe(out_dir: str | Path, config: RecipeConfig = RECIPES["multiplicati
                "sft_examples": len(rows) - config.aft_queries,
                "pretraining_examples": config.sft_examples, "sft_accuracy_by_step": stop.curve,
                "recipe": asdict(config)}
-    export(aft, out, base_model="from scratch (training.toy)", data_summary=summary, recommended={
+    # With an RL stage the AFT export is its start, and the stage's export is the recipe's.
+    aft_out = work / "aft-export" if config.rl_steps > 0 else out
+    export(aft, aft_out, base_model="from scratch (training.toy)", data_summary=summary, recommended={
         "proposals": config.proposals, "rounds": config.rounds, "proposal_temperature": config.proposal_temperature,
         "proposal_top_p": config.proposal_top_p, "temperature": config.temperature, "top_p": config.top_p,
         "early_exit": config.early_exit})
     lap("export")
+    if config.rl_steps > 0:
+        run_rl_stage(aft_out, out, config, work_dir=work, engine=engine_config)
+        lap("RL stage")
     timings["total"] = round(sum(timings.values()), 1)
     (work / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     logger.info("toy recipe: %s in %.0f s", out, timings["total"])
@@ -225,7 +231,7 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     parser.add_argument("--problems", type=int, default=500,
                         help="Held-out problems for the evaluation (default 500: the recipe and its evaluation "
                              "take under 15 minutes on two CPU cores).")
-    for name in ("sft_steps", "aft_steps", "aft_queries", "seed"):
+    for name in ("sft_steps", "aft_steps", "aft_queries", "rl_queries", "rl_batch_size", "seed"):
         parser.add_argument("--" + name.replace("_", "-"), type=int,
                             help=f"Recipe: {name.replace('_', ' ')} (default: the task's recipe).")
     parser.add_argument("--plain-targets", choices=PLAIN_TARGETS,
@@ -235,9 +241,19 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     parser.add_argument("--aft-targets", choices=AGGREGATION_TARGETS,
                         help="Recipe: targets of the aggregation rows (default: the task's recipe; "
                              "RecipeConfig.aft_targets says why).")
+    parser.add_argument("--rl-steps", type=int,
+                        help="Recipe: GRPO steps after AFT, rewarded by the task's check (training/toy_rl.py; "
+                             "default: the task's recipe, 0: no RL stage).")
+    parser.add_argument("--rl-learning-rate", type=float, help="Recipe: the RL stage's learning rate.")
+    parser.add_argument("--rl-from", metavar="AFT_DIR",
+                        help="Run only the RL stage (--rl-steps, default 200), from this exported AFT checkpoint of "
+                             "the task's recipe, into OUT; the evaluation's baseline is then AFT_DIR itself.")
     parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
     return parser
 
+
+RL_FROM_STEPS = 200
+"""GRPO steps of `aft toy --rl-from` when --rl-steps is not given."""
 
 EVAL_SEED = 1000
 """Seed of the held-out problems and the engines in the toy's evaluation (`aft eval`'s default)."""
@@ -265,15 +281,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft toy") -> int:
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "-work")
     started = time.monotonic()
+    rl_steps = args.rl_steps if args.rl_steps is not None or not args.rl_from else RL_FROM_STEPS
     config = recipe(args.task, sft_steps=args.sft_steps, aft_steps=args.aft_steps, aft_queries=args.aft_queries,
-                    seed=args.seed, aft_plain_targets=args.plain_targets, aft_targets=args.aft_targets)
+                    seed=args.seed, aft_plain_targets=args.plain_targets, aft_targets=args.aft_targets,
+                    rl_steps=rl_steps, rl_queries=args.rl_queries, rl_batch_size=args.rl_batch_size,
+                    rl_learning_rate=args.rl_learning_rate)
+    baseline = work / "sft" / "final"
     if args.force or not (out / "aft.json").is_file():
-        run_recipe(out, config, work_dir=work)
+        if args.rl_from:
+            run_rl_stage(args.rl_from, out, config, work_dir=work, engine=engine_config)
+            baseline = Path(args.rl_from)
+        else:
+            run_recipe(out, config, work_dir=work)
     else:
         print(f"{out} holds a checkpoint already (--force rebuilds it)")
     print(f"recipe: {out} in {time.monotonic() - started:.0f} s")
     if args.eval:
-        evaluate_toy(out, work / "sft" / "final", args.results, problems=args.problems, config=config)
+        evaluate_toy(out, baseline, args.results, problems=args.problems, config=config)
         print(f"recipe and evaluation: {time.monotonic() - started:.0f} s")
     return 0
 

@@ -89,6 +89,34 @@ class RecipeConfig:
     aft_steps: int = 1200
     aft_batch_size: int = 32
     aft_learning_rate: float = 2e-3
+    rl_steps: int = 0
+    """GRPO steps after AFT (`aft toy --rl`, training/toy_rl.py; 0: no RL stage). The aggregator is then
+    trained by the task's own check on its own aggregations, not by imitation (docs/results.md)."""
+    rl_queries: int = 600
+    """Training problems whose on-policy drafts (and round-1 aggregations) make the RL prompts; with hard
+    and easy rows balanced, about 400 prompts (multiplication, seed 0: 390)."""
+    rl_proposals: tuple[int, ...] = (3, 5, 8)
+    """Each RL prompt reads N of these drafts (drawn a query), so every N the service runs is trained."""
+    rl_hard_share: float = 0.5
+    """Share of RL prompts whose drafts are mostly wrong (training/rl_data.py RLMix)."""
+    rl_round2_share: float = 0.3
+    """Share of RL prompts over round-1 aggregations: the second round, never seen in imitation."""
+    rl_subset_share: float = 0.3
+    """Share of RL prompts that read `rl_subset_k` of the N drafts."""
+    rl_subset_k: int = 3
+    rl_num_generations: int = 8
+    """Completions sampled a prompt; their rewards are compared within the group."""
+    rl_batch_size: int = 32
+    """Completions a step (4 prompts of 8): a GRPO step took 35-50 s on the shared two cores."""
+    rl_learning_rate: float = 3e-5
+    """Measured on multiplication, seed 0, 40 steps (docs/results.md): 2e-4 gained 13 points at N = 8 and
+    lost 2 to 4 everywhere else; 3e-5 gained 6 at N = 8 and lost nothing outside the intervals. A step
+    learns from about one prompt in four (the others' completions are all right or all wrong), and
+    Adam turns that noise into full-size steps."""
+    rl_temperature: float = 1.0
+    """Sampling of the completions during RL: the drafts' temperature, so a group differs enough to compare."""
+    rl_beta: float = 0.0
+    """KL penalty towards the AFT model (0: none, TRL's default)."""
     proposal_temperature: float = 1.0
     proposal_top_p: float = 1.0
     temperature: float = 0.7

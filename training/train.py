@@ -20,39 +20,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.config import TRAIN_RECORD, TrainConfig, parse_config
+from training.config import TRAIN_RECORD, TrainConfig, parse_run
 from training.export import export
 from training.rows import read_jsonl, validate_jsonl
+from training.trainer_setup import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint
 
 if TYPE_CHECKING:
-    from peft import LoraConfig
-    from transformers import PreTrainedTokenizerBase, TrainerCallback
+    from transformers import TrainerCallback
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
+__all__ = ["bf16_enabled", "build_trainer", "load_tokenizer", "lora_config", "main", "resume_checkpoint", "sft_config",
+           "train"]
+
 logger = logging.getLogger(__name__)
-
-
-def bf16_enabled(setting: str) -> bool:
-    """bf16 mixed precision for "true"/"false"/"auto"; auto: a CUDA device that has bf16."""
-    if setting != "auto":
-        return setting == "true"
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def load_tokenizer(config: TrainConfig) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, with the configured chat template; refuses one that has none."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
-    if config.chat_template:
-        tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
-    if not tokenizer.chat_template:
-        # Training and serving both render rows with the chat template; without one there is no format.
-        raise ValueError(f"{config.model} has no chat template: give one with --chat-template FILE.jinja")
-    return tokenizer
 
 
 def sft_config(config: TrainConfig) -> SFTConfig:
@@ -74,17 +55,6 @@ def sft_config(config: TrainConfig) -> SFTConfig:
     )
 
 
-def lora_config(config: TrainConfig) -> LoraConfig | None:
-    """The peft LoRA config when the run trains adapters, else None (full fine-tuning)."""
-    if not config.lora:
-        return None
-    from peft import LoraConfig
-
-    targets = config.lora_target_modules
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules="all-linear" if targets == ["all-linear"] else targets, task_type="CAUSAL_LM")
-
-
 def build_trainer(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> SFTTrainer:
     """An SFTTrainer over the validated rows (tokenized, labels masked); `train` runs it."""
     from datasets import Dataset
@@ -101,20 +71,6 @@ def build_trainer(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()
         logger.warning("%d of %d examples had no completion token within max_length=%s and were dropped",
                        len(dataset) - kept, len(dataset), config.max_length)
     return trainer
-
-
-def resume_checkpoint(config: TrainConfig) -> str | None:
-    """The checkpoint to resume from: config.resume, with 'latest' looked up in output_dir."""
-    if config.resume is None:
-        return None
-    if config.resume != "latest":
-        return config.resume
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last: str | None = (get_last_checkpoint(config.output_dir)  # type: ignore[no-untyped-call]
-                        if Path(config.output_dir).is_dir() else None)
-    logger.info("resume: %s", last or f"no checkpoint in {config.output_dir}, starting fresh")
-    return last
 
 
 def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
@@ -134,14 +90,24 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Pat
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "aft train") -> int:
-    config = parse_config(argv, prog)
+    config, rl = parse_run(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        validate_jsonl(config.data)
+        if config.method == "grpo":
+            from training.grpo import check_inputs  # the rows and the reward, before any model loads
+
+            check_inputs(config, rl)
+        else:
+            validate_jsonl(config.data)
     except (ValueError, OSError) as exc:  # DataError is a ValueError: names the bad line
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    final = train(config)
+    if config.method == "grpo":
+        from training.grpo import train_grpo
+
+        final = train_grpo(config, rl)
+    else:
+        final = train(config)
     print(f"model: {final}")
     # Under `accelerate launch` every rank runs main; one export is enough.
     if config.export_dir and os.environ.get("RANK", "0") == "0":

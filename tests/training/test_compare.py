@@ -1,0 +1,44 @@
+"""training.compare: the AFT-only and AFT+RL runs side by side, only where both measured the same thing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.compare import compare_table, main
+
+
+def row(method: str, n: int, rounds: int, correct: int, total: int = 100, model: str = "aft") -> dict[str, Any]:
+    return {"method": method, "model": model, "proposals": n, "rounds": rounds, "correct": correct, "total": total,
+            "accuracy": correct / total, "ci_low": correct / total - 0.05, "ci_high": correct / total + 0.05,
+            "tokens_per_correct": 1000 / correct if correct else None}
+
+
+def results(correct: int, problems: int = 100) -> dict[str, Any]:
+    return {"problems": problems, "rows": [
+        row("SFT, one sample", 1, 0, 40, model="sft"),
+        row("AFT, answering directly", 1, 0, 38),
+        row("AFT, propose-and-aggregate", 5, 2, correct),
+        row("AFT, majority vote over the same proposals", 5, 2, 3),
+        row("AFT, propose-and-aggregate, each aggregation reads K=3 of the N drafts", 5, 2, correct - 10),
+    ]}
+
+
+def test_each_aggregation_row_is_set_beside_its_match_with_the_difference() -> None:
+    table = compare_table(results(80), results(90))
+    lines = table.splitlines()
+    assert lines[2] == "| 5 | 2 | all | 80.0% (75.0-85.0) | 90.0% (85.0-95.0) | +10.0 | 12, 11 |"
+    assert lines[3].startswith("| 5 | 2 | K=3 | 70.0% ") and "| +10.0 |" in lines[3]
+    assert lines[4].startswith("| 1 | 0 | answering directly |")
+    assert len(lines) == 5  # the vote and the SFT rows are not compared
+
+
+def test_runs_over_different_problems_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, data in (("aft", results(80)), ("rl", results(90, problems=50))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+    assert main([str(tmp_path / "aft"), str(tmp_path / "rl")]) == 2
+    assert "different problems (100 and 50)" in capsys.readouterr().err
