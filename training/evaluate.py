@@ -241,10 +241,13 @@ def _sampling_dict(sampling: Sampling) -> dict[str, Any]:
 
 async def evaluate(sft: Backend, aft: Backend, task: Task, *, problems: int, seed: int, draft: Sampling,
                    final: Sampling, proposals: Sequence[int], rounds: Sequence[int],
-                   early_exit: Sequence[float] = (), subset: Sequence[int] = ()) -> Results:
+                   early_exit: Sequence[float] = (), subset: Sequence[int] = (),
+                   skip_baseline: bool = False) -> Results:
     """Every row on the same `problems` held-out problems; starts and closes each backend in turn
-    (one engine at a time: on a small host two would fight for the same cores). `early_exit` (thresholds)
-    and `subset` (K) add propose-and-aggregate rows with that setting at every N and rounds of the grid."""
+    (one engine at a time: on a small host two would fight for the same cores), and once when `sft` is
+    `aft` (a model that is not aggregation-tuned against itself: the paper's baseline). `early_exit`
+    (thresholds) and `subset` (K) add propose-and-aggregate rows with that setting at every N and rounds
+    of the grid. `skip_baseline` leaves out the SFT rows (an earlier run measured them on these problems)."""
     started = time.monotonic()
     held_out = task.problems(problems, seed)
     results = Results(task.name, len(held_out), _sampling_dict(draft), _sampling_dict(final))
@@ -255,10 +258,15 @@ async def evaluate(sft: Backend, aft: Backend, task: Task, *, problems: int, see
         return await evaluate_aft(aft, task, held_out, draft, final, proposals, rounds, early_exit=early_exit,
                                   subset=subset)
 
-    for backend, run in ((sft, run_sft), (aft, run_aft)):
+    runs = [] if skip_baseline else [run_sft]
+    runs.append(run_aft)
+    # One engine start when both are the same backend: on two cores a start costs minutes.
+    stages = [(aft, runs)] if sft is aft or skip_baseline else [(sft, runs[:1]), (aft, runs[1:])]
+    for backend, stage in stages:
         await backend.start()
         try:
-            results.rows += await run()
+            for run in stage:
+                results.rows += await run()
         finally:
             await backend.close()
     results.seconds = time.monotonic() - started
@@ -285,12 +293,15 @@ def default_sampling(model: str | Path, max_tokens: int, *, proposal_temperature
 def evaluate_checkpoints(model: str, baseline: str, task: Task, engine: Callable[[str], EngineConfig], *,
                          problems: int, seed: int, draft: Sampling, final: Sampling, proposals: Sequence[int],
                          rounds: Sequence[int], early_exit: Sequence[float] = (),
-                         subset: Sequence[int] = ()) -> Results:
+                         subset: Sequence[int] = (), skip_baseline: bool = False) -> Results:
     """`evaluate` of the AFT checkpoint `model` against the SFT checkpoint `baseline`, each on an in-process
-    engine built by `engine(path)` (the caller's settings: the checkpoint's dtype, context and memory)."""
-    sft, aft = VLLMBackend(engine(baseline)), VLLMBackend(engine(model))
+    engine built by `engine(path)` (the caller's settings: the checkpoint's dtype, context and memory);
+    one engine for both when they are the same checkpoint."""
+    aft = VLLMBackend(engine(model))
+    sft = aft if model == baseline else VLLMBackend(engine(baseline))
     results = asyncio.run(evaluate(sft, aft, task, problems=problems, seed=seed, draft=draft, final=final,
-                                   proposals=proposals, rounds=rounds, early_exit=early_exit, subset=subset))
+                                   proposals=proposals, rounds=rounds, early_exit=early_exit, subset=subset,
+                                   skip_baseline=skip_baseline))
     results.models = {"aft": model, "sft": baseline}
     return results
 
@@ -322,7 +333,7 @@ def make_parser(prog: str = "aft eval") -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="The AFT checkpoint (exported, with aft.json).")
     parser.add_argument("--baseline", required=True, help="The SFT checkpoint it was fine-tuned from.")
     parser.add_argument("--task", default="multiplication", choices=TASKS,
-                        help="Task with checkable answers (training/tasks.py).")
+                        help="Task with checkable answers (training/tasks.py; word: training/word_problems.py).")
     parser.add_argument("--digits", type=int, help="Digits of the number multiplied (default 8), or of the "
                         "sequence reversed (default 16).")
     parser.add_argument("--problems", type=int, default=1000, help="Held-out problems (the same for every row).")
@@ -342,6 +353,9 @@ def make_parser(prog: str = "aft eval") -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, help="Final answers and single samples (aft.json, else 0.7).")
     parser.add_argument("--top-p", type=float, help="Final top_p (default: aft.json, else 1.0).")
     parser.add_argument("--max-tokens", type=int, default=32, help="Token limit of every generation.")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="Leave out the --baseline rows (one sample, vote, best of N): measured by an earlier "
+                             "run on the same --problems and --seed; its engine is not started.")
     parser.add_argument("--out", default="bench/results/toy", help="Directory for the results.")
     add_engine_arguments(parser)
     return parser
@@ -366,7 +380,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft eval") -> int:
     results = evaluate_checkpoints(
         args.model, args.baseline, task, lambda path: engine_config(args, path, seed=args.seed),
         problems=args.problems, seed=args.seed, draft=draft, final=final, proposals=args.proposals,
-        rounds=args.rounds, early_exit=args.early_exit, subset=args.subset)
+        rounds=args.rounds, early_exit=args.early_exit, subset=args.subset, skip_baseline=args.skip_baseline)
     paths = write_results(results, args.out)
     print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -99,6 +99,39 @@ async def test_evaluate_measures_every_row_on_the_same_problems(tmp_path: Path) 
     assert final in {c.sampling for c in pa}
 
 
+class CountingBackend(ScriptedBackend):
+    """A scripted backend that counts its starts and closes (each start of a real engine costs minutes)."""
+
+    starts: int = 0
+    closes: int = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        await super().start()
+
+    async def close(self) -> None:
+        self.closes += 1
+        await super().close()
+
+
+async def test_a_model_against_itself_starts_one_engine_and_measures_every_row() -> None:
+    backend = CountingBackend(reply=scripted_multiplier)
+    results = await evaluate(backend, backend, MultiplicationTask(4), problems=5, seed=5, draft=Sampling(1.0, 1.0, 16),
+                             final=Sampling(0.7, 1.0, 16), proposals=[1, 3], rounds=[1])
+    assert (backend.starts, backend.closes) == (1, 1)
+    assert {row.method for row in results.rows} >= {SFT_ONE, SFT_MAJORITY, SFT_ORACLE, AFT_PA}
+
+
+async def test_skip_baseline_measures_only_the_model_and_never_starts_the_baseline() -> None:
+    sft, aft = CountingBackend(reply=scripted_multiplier), CountingBackend(reply=scripted_multiplier)
+    results = await evaluate(sft, aft, MultiplicationTask(4), problems=5, seed=5, draft=Sampling(1.0, 1.0, 16),
+                             final=Sampling(0.7, 1.0, 16), proposals=[1, 3], rounds=[1], skip_baseline=True)
+    assert sft.starts == 0 and not sft.calls
+    assert (aft.starts, aft.closes) == (1, 1)
+    assert {row.method for row in results.rows} == {AFT_GREEDY, AFT_DIRECT, AFT_PA, AFT_PROPOSAL_MAJORITY,
+                                                    AFT_PROPOSAL_ORACLE}
+
+
 def test_write_results_writes_json_markdown_and_png(tmp_path: Path) -> None:
     results = Results("toy addition", 100, {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16},
                       {"temperature": 0.7, "top_p": 1.0, "max_tokens": 16})
