@@ -59,7 +59,8 @@ from training.results import (
     subset_method,
     write_results,
 )
-from training.tasks import TASKS, Problem, Task, count_correct, count_votes_correct, make_task
+from training.task_registry import TASKS, make_task
+from training.tasks import Problem, Task, count_correct, count_votes_correct
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from training.tasks import make_task
+from training.task_registry import make_task
 
 Check = Callable[[str, str], float]
 """(response, reference) -> reward."""

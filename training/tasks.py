@@ -197,23 +197,3 @@ class ReversalTask(HeldOutSplit):
     def extract(self, text: str) -> str | None:
         """The first run of digits of a response."""
         return first_number(text)
-
-
-TASKS = ("multiplication", "reversal", "word")
-"""The names `make_task` knows (`aft eval --task`): the two toy tasks, and word problems for a real
-chat model (training/word_problems.py)."""
-
-
-def make_task(name: str, *, digits: int | None = None) -> Task:
-    """The task called `name` (`digits`: the number multiplied, or the sequence reversed; default the
-    task's own; word problems ignore it); ValueError names the known ones."""
-    if name == "multiplication":
-        return MultiplicationTask(digits or MultiplicationTask.digits)
-    if name == "reversal":
-        return ReversalTask(digits or ReversalTask.length)
-    if name == "word":
-        # Imported here: word_problems builds on this module (Problem, HeldOutSplit), which stays the leaf.
-        from training.word_problems import WordProblemTask
-
-        return WordProblemTask()
-    raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")

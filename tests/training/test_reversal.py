@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from training.rows import is_aft_row
-from training.tasks import ReversalTask, make_task
+from training.task_registry import make_task
+from training.tasks import ReversalTask
 from training.toy import aggregation_rows, consensus
 from training.toy_config import RECIPES, RecipeConfig, recipe
 

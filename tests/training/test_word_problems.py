@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from training.evaluate import count_any_correct, make_parser
-from training.tasks import count_correct, count_votes_correct, make_task
+from training.task_registry import make_task
+from training.tasks import count_correct, count_votes_correct
 from training.word_problems import TEMPLATES, WordProblemTask, last_number, main, reference_answer
 
 
