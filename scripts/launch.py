@@ -41,7 +41,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 @contextlib.contextmanager
 def running(command: Sequence[str], health_url: str, log_path: Path, *, env: dict[str, str] | None = None,
-            timeout: float = 300.0, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+            timeout: float = 600.0, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run `command` (in `cwd`) until the block ends; yield once GET `health_url` answers 200."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
