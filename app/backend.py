@@ -25,7 +25,8 @@ def build_backend(settings: Settings) -> Backend:
             max_num_seqs=settings.max_num_seqs,
         ), tool_call_parser=settings.tool_call_parser if settings.enable_auto_tool_choice else None)
         return backend
-    from serving.backends.openai import OpenAIBackend, Upstream
+    from serving.backends.openai import OpenAIBackend
+    from serving.backends.openai_target import Upstream
 
     assert settings.upstream_url is not None
     proposer = Upstream(settings.upstream_url, settings.model, settings.upstream_api_key)

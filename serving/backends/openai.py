@@ -10,8 +10,8 @@ max_tokens is a cap, as in the vllm backend: one that does not fit the upstream'
 (the upstream then generates what fits) rather than refused.
 Tools travel upstream as `tools`/`tool_choice`/`parallel_tool_calls`; the upstream parses calls
 (vLLM: `--enable-auto-tool-choice --tool-call-parser NAME` for "auto"; "required" and named choices need
-no flag there) and they come back as `tool_calls`, whole (a stream's call deltas are joined here and
-leave with its last delta). A JSON response format travels as `response_format`.
+no flag there) and they come back as `tool_calls` (a stream's call deltas go on as they arrive).
+A JSON response format travels as `response_format`.
 Prompts are counted (for the context budget) by a local tokenizer when one is configured, else by
 vLLM's /tokenize endpoint; an upstream that offers neither counts nothing (prompt_size is None).
 """
@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -41,6 +41,7 @@ from serving.backends.base import (
     Usage,
 )
 from serving.backends.openai_errors import raise_status, stream_error
+from serving.backends.openai_target import Target, Upstream, context_of, headers_of, target_of
 from serving.backends.openai_wire import call_pieces, dumps, request_body, tool_calls_of, usage_of
 from serving.backends.tokenizer import LocalTokenizer
 from serving.backends.upstream_client import (
@@ -48,69 +49,17 @@ from serving.backends.upstream_client import (
     Response,
     RetryKind,
     UpstreamClient,
-    Where,
-    proxy_for,
     read_error_body,
     transport_error,
 )
 from serving.errors import BackendError, ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
-from serving.request_context import request_id
 
 _T = TypeVar("_T")
 # What a server without vLLM's /tokenize answers there.
 _NO_TOKENIZE = (404, 405, 501)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """An OpenAI-compatible deployment: base URL as an OpenAI client takes it (http://host:8000/v1)."""
-
-    base_url: str
-    model: str | None = None
-    """Model name to request; None: the first model the upstream lists, found at start()."""
-    api_key: str | None = None
-
-
-@dataclass(frozen=True)
-class _Target:
-    """An upstream resolved at start(): everything a request needs, computed once."""
-
-    where: Where
-    chat_url: URL
-    models_url: URL
-    tokenize_url: URL
-    """vLLM serves /tokenize at the server's root, beside /v1."""
-    model: str  # "" until discovered
-    headers: dict[str, str]
-    max_model_len: int | None = None
-    """The context the upstream declares in its /models entry (vLLM does), when it was asked."""
-
-
-def _context(entry: Any) -> int | None:
-    context = entry.get("max_model_len") if isinstance(entry, dict) else None
-    return context if isinstance(context, int) and context > 0 else None
-
-
-def _headers(target: _Target) -> dict[str, str]:
-    """The target's headers, with the id of the request being served: the upstream's logs then name
-    the same request as ours."""
-    rid = request_id.get()
-    return target.headers if rid is None else {**target.headers, "X-Request-ID": rid}
-
-
-def _target_of(upstream: Upstream) -> _Target:
-    url = URL(upstream.base_url.rstrip("/"))
-    base = url.with_user(None).with_password(None) if url.user or url.password else url  # no secrets in labels
-    proxy, proxy_auth = proxy_for(url)
-    headers = {"Content-Type": "application/json"}
-    if upstream.api_key:
-        headers["Authorization"] = f"Bearer {upstream.api_key}"
-    root = URL(str(url).removesuffix("/v1"))
-    return _Target(Where(str(base), upstream.api_key, proxy, proxy_auth), URL(f"{url}/chat/completions"),
-                   URL(f"{url}/models"), URL(f"{root}/tokenize"), upstream.model or "", headers)
 
 
 class OpenAIBackend:
@@ -128,9 +77,9 @@ class OpenAIBackend:
         self._client = UpstreamClient(timeout=timeout, connect_timeout=connect_timeout,
                                       max_connections=max_connections, retries=retries)
         self._tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
-        self._targets: dict[Role, _Target] = {}
+        self._targets: dict[Role, Target] = {}
         self._discovery = asyncio.Lock()
-        self._discovered: dict[tuple[str, str | None], _Target] = {}
+        self._discovered: dict[tuple[str, str | None], Target] = {}
         self._contexts: dict[tuple[str, str], int | None] = {}
         self._cannot_count: set[str] = set()
         self._started = False
@@ -152,7 +101,7 @@ class OpenAIBackend:
             await self._tokenizer.load()
         await self._client.start()
         self._started = True
-        targets = {upstream: _target_of(upstream) for upstream in set(self._upstreams.values())}
+        targets = {upstream: target_of(upstream) for upstream in set(self._upstreams.values())}
         self._targets = {role: targets[upstream] for role, upstream in self._upstreams.items()}
         for target in targets.values():
             if not target.model:
@@ -168,7 +117,7 @@ class OpenAIBackend:
         self._discovered = {}
         await self._client.close()
 
-    async def _discover(self, target: _Target) -> _Target:
+    async def _discover(self, target: Target) -> Target:
         """Ask `target` for its first model (and the context it declares); every role it serves gets it."""
         key = (str(target.models_url), target.where.secret)
         async with self._discovery:
@@ -182,21 +131,21 @@ class OpenAIBackend:
                     raise UpstreamUnavailable(
                         "could not discover the upstream's model; configure the model name explicitly",
                         detail=f"upstream {target.where.label}: {detail}") from exc
-                self._discovered[key] = replace(target, model=model, max_model_len=_context(entry))
+                self._discovered[key] = replace(target, model=model, max_model_len=context_of(entry))
                 self._targets = {role: self._discovered[key] if t is target else t
                                  for role, t in self._targets.items()}
         return self._discovered[key]
 
-    async def _read(self, target: _Target, method: Method, url: URL, body: bytes | None = None, *,
+    async def _read(self, target: Target, method: Method, url: URL, body: bytes | None = None, *,
                     quick: bool = False) -> bytes:
         """One whole exchange's 200 body; anything else raises its domain error. `quick`: health
         checks and discovery (short timeout, no back-off retries)."""
         self._require_started()
-        response = await self._client.open(method, url, _headers(target), body, target.where,
+        response = await self._client.open(method, url, headers_of(target), body, target.where,
                                            timeout=self._client.quick_timeout if quick else None, retry=not quick)
         return await self._read_body(target, response)
 
-    async def _read_body(self, target: _Target, response: Response) -> bytes:
+    async def _read_body(self, target: Target, response: Response) -> bytes:
         """The body of a 200 response; any other status raises its domain error. The response is released
         (its connection closed when the body was not read to its end, e.g. on cancellation)."""
         if response.status != 200:
@@ -212,13 +161,13 @@ class OpenAIBackend:
         if not self._started:
             raise RuntimeError("OpenAIBackend used before start() or after close()")
 
-    async def _target(self, role: Role) -> _Target:
+    async def _target(self, role: Role) -> Target:
         self._require_started()
         target = self._targets[role]
         return target if target.model else await self._discover(target)
 
     @staticmethod
-    def _body(target: _Target, messages: Sequence[Message], sampling: Sampling, n: int,
+    def _body(target: Target, messages: Sequence[Message], sampling: Sampling, n: int,
               stream: bool = False) -> bytes:
         # A max_tokens that the declared context cannot hold is left out: the upstream then generates what fits.
         return request_body(target.model, messages, sampling, n,
@@ -228,7 +177,7 @@ class OpenAIBackend:
                        n: int) -> Generation:
         """Sample `n` completions in ONE upstream request; usage is the upstream's (0 tokens if it omits it)."""
         target = await self._target(role)
-        content = await self._within_context(target, sampling, lambda s: self._read(
+        content = await self._withincontext_of(target, sampling, lambda s: self._read(
             target, "POST", target.chat_url, self._body(target, messages, s, n)))
         try:
             data = orjson.loads(content)
@@ -248,7 +197,7 @@ class OpenAIBackend:
         """Yield each content delta (and the pieces of tool calls) as it arrives, then one empty delta with
         finish_reason and usage."""
         target = await self._target(role)
-        response = await self._within_context(target, sampling, lambda s: self._open_stream(
+        response = await self._withincontext_of(target, sampling, lambda s: self._open_stream(
             target, self._body(target, messages, s, 1, stream=True)))
         finish_reason: str | None = None
         usage = Usage(requests=1)
@@ -314,7 +263,7 @@ class OpenAIBackend:
                                       detail=f"upstream {target.where.label}")
         yield StreamDelta("", finish_reason=finish_reason, usage=usage)
 
-    async def _within_context(self, target: _Target, sampling: Sampling,
+    async def _withincontext_of(self, target: Target, sampling: Sampling,
                               call: Callable[[Sampling], Awaitable[_T]]) -> _T:
         """`call(sampling)`; when the prompt fits but prompt + max_tokens does not, `call` again without
         max_tokens, so the upstream generates what fits (a cap, not a demand)."""
@@ -325,16 +274,16 @@ class OpenAIBackend:
                 raise
             return await call(replace(sampling, max_tokens=None))
 
-    async def _open_stream(self, target: _Target, body: bytes) -> Response:
+    async def _open_stream(self, target: Target, body: bytes) -> Response:
         """The 200 response of a streamed request, body unread."""
         self._require_started()
-        response = await self._client.open("POST", target.chat_url, _headers(target), body, target.where)
+        response = await self._client.open("POST", target.chat_url, headers_of(target), body, target.where)
         if response.status != 200:
             raise_status(target.where, response.status, response.reason, await read_error_body(response))
         return response
 
     @staticmethod
-    def _capped(target: _Target, sampling: Sampling) -> bool:
+    def _capped(target: Target, sampling: Sampling) -> bool:
         """Whether requests with `sampling` send max_tokens (see _body)."""
         return sampling.max_tokens is not None and (target.max_model_len is None
                                                     or sampling.max_tokens < target.max_model_len)
@@ -357,7 +306,7 @@ class OpenAIBackend:
         if tools is not None:
             request["tools"] = list(tools.definitions)
         body = dumps(request)
-        response = await self._client.open("POST", target.tokenize_url, _headers(target), body, target.where)
+        response = await self._client.open("POST", target.tokenize_url, headers_of(target), body, target.where)
         if response.status in _NO_TOKENIZE:
             await read_error_body(response)
             self._cannot_count_once(target, f"{target.tokenize_url} answered {response.status}; "
@@ -370,7 +319,7 @@ class OpenAIBackend:
             self._cannot_count_once(target, f"unexpected /tokenize answer ({exc!r})")
             return None
 
-    async def _context_length(self, target: _Target) -> int | None:
+    async def _context_length(self, target: Target) -> int | None:
         """The context `target`'s model declares in /models (asked once; None if it declares none)."""
         if target.max_model_len is not None:
             return target.max_model_len
@@ -378,12 +327,12 @@ class OpenAIBackend:
         if key not in self._contexts:
             try:
                 entries = orjson.loads(await self._read(target, "GET", target.models_url, quick=True))["data"]
-                self._contexts[key] = next((_context(e) for e in entries if e.get("id") == target.model), None)
+                self._contexts[key] = next((context_of(e) for e in entries if e.get("id") == target.model), None)
             except (ValueError, LookupError, TypeError, AttributeError):
                 self._contexts[key] = None
         return self._contexts[key]
 
-    def _cannot_count_once(self, target: _Target, why: str) -> None:
+    def _cannot_count_once(self, target: Target, why: str) -> None:
         if str(target.tokenize_url) not in self._cannot_count:
             self._cannot_count.add(str(target.tokenize_url))
             logger.warning("cannot count prompt tokens for upstream %s: %s; no context budget for it",

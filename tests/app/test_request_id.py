@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.main import create_app
-from serving.backends.openai import OpenAIBackend, Upstream
+from serving.backends.openai import OpenAIBackend
+from serving.backends.openai_target import Upstream
 from serving.errors import UpstreamTimeout
 from tests.app.conftest import GatedBackend, make_settings
 from tests.fakes import chat_body

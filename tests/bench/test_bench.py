@@ -57,7 +57,8 @@ async def test_trace_places_each_call_between_the_clients_stamps() -> None:
 
 async def test_the_stub_counts_prompts_when_given_a_context() -> None:
     from serving.backends.base import Sampling
-    from serving.backends.openai import OpenAIBackend, Upstream
+    from serving.backends.openai import OpenAIBackend
+    from serving.backends.openai_target import Upstream
     from serving.pipeline import Pipeline, PipelineParams
 
     async with stub(Timing(ttft=0.001, tpot=0.0, tokens=4), context=4096) as port:

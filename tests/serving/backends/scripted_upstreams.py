@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from serving.backends.openai import OpenAIBackend, Upstream
+from serving.backends.openai import OpenAIBackend
+from serving.backends.openai_target import Upstream
 from tests.scripted_http import Handler, upstream
 
 KEY = "sk-secret-123"

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from serving.backends.base import Sampling, StreamDelta, ToolCallDelta, Usage
-from serving.backends.openai import OpenAIBackend, Upstream
+from serving.backends.openai import OpenAIBackend
+from serving.backends.openai_target import Upstream
 from serving.errors import (
     ContextLengthExceeded,
     InvalidRequest,

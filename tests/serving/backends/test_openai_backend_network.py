@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from serving.backends.base import Sampling
-from serving.backends.openai import OpenAIBackend, Upstream
+from serving.backends.openai import OpenAIBackend
+from serving.backends.openai_target import Upstream
 from serving.errors import InvalidRequest, UpstreamRateLimited, UpstreamTimeout, UpstreamUnavailable
 from serving.format import Message
 from tests.scripted_http import Handler, Reply, serving

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from serving.backends.base import PromptSize, Tools
-from serving.backends.openai import Upstream
+from serving.backends.openai_target import Upstream
 from serving.errors import InvalidRequest
 from serving.format import Message
 from tests.serving.backends.scripted_upstreams import Upstreams, recording

@@ -15,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.backends.base import PromptSize, Sampling
-from serving.backends.openai import OpenAIBackend, Upstream
+from serving.backends.openai import OpenAIBackend
+from serving.backends.openai_target import Upstream
 from serving.errors import ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
 
