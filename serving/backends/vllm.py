@@ -38,7 +38,7 @@ from serving.backends.base import (
     Tools,
     Usage,
 )
-from serving.backends.vllm_engine import EngineConfig
+from serving.backends.vllm_engine import EngineConfig, engine_error
 from serving.backends.vllm_tools import (
     CallStream,
     ToolRequest,
@@ -47,7 +47,7 @@ from serving.backends.vllm_tools import (
     template_messages,
     tool_request,
 )
-from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
+from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest
 from serving.format import Message
 
 if TYPE_CHECKING:
@@ -80,28 +80,6 @@ so such a request waited for --request-timeout on a dead engine (tests/integrati
 The watchdog ends every wait on the engine at its next check instead."""
 
 PromptKey = tuple[tuple[str, str, str | None], ...]
-
-
-def _map_error(exc: Exception) -> AFTError:
-    """Translate an engine exception into the service's domain error."""
-    from vllm.exceptions import GracefulHTTPError, VLLMClientError
-    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
-
-    if isinstance(exc, AFTError):
-        return exc
-    if isinstance(exc, EngineDeadError):  # the engine core process is gone: only a restart helps
-        return EngineDead("the engine died; the service is restarting", code="engine_dead",
-                          detail=f"vLLM engine is dead: {exc}")
-    if isinstance(exc, GracefulHTTPError):  # admission control (queue full): retry later
-        return Overloaded(exc.message) if exc.http_status == 503 else BackendError(exc.message)
-    # AsyncLLM.generate wraps unexpected exceptions, a plain ValueError from validation included.
-    cause = exc.__cause__ if isinstance(exc, EngineGenerateError) else exc
-    if isinstance(cause, VLLMClientError | ValueError):
-        message = str(cause)
-        if "maximum model length" in message:
-            return ContextLengthExceeded(message)
-        return InvalidRequest(message, param=getattr(cause, "parameter", None))
-    return BackendError(f"vLLM engine failed: {type(exc).__name__}: {exc}")
 
 
 def _prompt_key(messages: Sequence[Message]) -> PromptKey:
@@ -180,7 +158,7 @@ class VLLMBackend:
         try:
             await engine.check_health()
         except Exception as exc:
-            raise _map_error(exc) from exc
+            raise engine_error(exc) from exc
 
     def num_unfinished_requests(self) -> int:
         """Sequences in the engine (waiting or running); a request with n samples counts n."""
@@ -234,7 +212,7 @@ class VLLMBackend:
         try:
             return tool_request(self._parser, self.engine.get_tokenizer(), tools)
         except Exception as exc:
-            raise _map_error(exc) from exc
+            raise engine_error(exc) from exc
 
     def _params(self, sampling: Sampling, n: int, prompt_len: int,
                 kind: RequestOutputKind, tools: ToolRequest | None = None) -> SamplingParams:
@@ -256,7 +234,7 @@ class VLLMBackend:
                 stop=list(sampling.stop), seed=sampling.seed, presence_penalty=sampling.presence_penalty,
                 frequency_penalty=sampling.frequency_penalty, output_kind=kind, **fields)
         except Exception as exc:
-            raise _map_error(exc) from exc
+            raise engine_error(exc) from exc
 
     async def check_sampling(self, sampling: Sampling) -> None:
         """Raise InvalidRequest when the engine's structured-output backend (xgrammar, or vLLM's
@@ -277,7 +255,7 @@ class VLLMBackend:
             await asyncio.to_thread(params.verify, engine.model_config, engine.vllm_config.speculative_config,
                                     engine.vllm_config.structured_outputs_config, engine.get_tokenizer())
         except Exception as exc:
-            error = _map_error(exc)
+            error = engine_error(exc)
             if not isinstance(error, InvalidRequest):
                 raise error from exc
             # A forced tool call's schema is the tool's parameters; otherwise the response format's.
@@ -321,7 +299,7 @@ class VLLMBackend:
             raise EngineDead("the engine died; the service is restarting", code="engine_dead",
                              detail="vLLM engine is dead (the service's watchdog found it)") from None
         except Exception as exc:
-            raise _map_error(exc) from exc
+            raise engine_error(exc) from exc
         finally:
             self._in_flight.discard(request_id)
 

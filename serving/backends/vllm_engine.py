@@ -1,4 +1,5 @@
-"""How the in-process engine is built: the vLLM engine arguments of one EngineConfig.
+"""The in-process engine: how it is built (the vLLM engine arguments of one EngineConfig), and what
+its exceptions mean in the service's terms (engine_error).
 
 vllm is imported lazily, as in serving/backends/vllm.py.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from serving.errors import AFTError, BackendError, ContextLengthExceeded, EngineDead, InvalidRequest, Overloaded
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -74,3 +77,25 @@ class EngineConfig:
             if self.compact_json else StructuredOutputsConfig(),
             **optional,
         )
+
+
+def engine_error(exc: Exception) -> AFTError:
+    """Translate an engine exception into the service's domain error."""
+    from vllm.exceptions import GracefulHTTPError, VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+    if isinstance(exc, AFTError):
+        return exc
+    if isinstance(exc, EngineDeadError):  # the engine core process is gone: only a restart helps
+        return EngineDead("the engine died; the service is restarting", code="engine_dead",
+                          detail=f"vLLM engine is dead: {exc}")
+    if isinstance(exc, GracefulHTTPError):  # admission control (queue full): retry later
+        return Overloaded(exc.message) if exc.http_status == 503 else BackendError(exc.message)
+    # AsyncLLM.generate wraps unexpected exceptions, a plain ValueError from validation included.
+    cause = exc.__cause__ if isinstance(exc, EngineGenerateError) else exc
+    if isinstance(cause, VLLMClientError | ValueError):
+        message = str(cause)
+        if "maximum model length" in message:
+            return ContextLengthExceeded(message)
+        return InvalidRequest(message, param=getattr(cause, "parameter", None))
+    return BackendError(f"vLLM engine failed: {type(exc).__name__}: {exc}")

@@ -113,9 +113,9 @@ def test_the_engines_death_is_engine_dead() -> None:
     pytest.importorskip("vllm")
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    from serving.backends.vllm import _map_error
+    from serving.backends.vllm_engine import engine_error
 
-    error = _map_error(EngineDeadError())
+    error = engine_error(EngineDeadError())
     assert isinstance(error, EngineDead) and "vLLM" in (error.detail or "")
 
 
