@@ -153,18 +153,30 @@ def leave_during_drafts(service: Service) -> bool:
 
 
 def test_client_leaving_during_drafts_aborts_engine_work(service: Service) -> None:
-    # In process the service aborts the engine request itself: one try must show it. Through the
-    # openai backend it closes the upstream connection and vLLM's API server aborts, which on two
-    # loaded cores it sometimes does only after its engine finished (a non-streamed request: it
-    # notices the closed connection late); the first abort out of three tries passes, a service
-    # that never closes the connection fails all three.
-    tries = 1 if service.kind == "vllm" else 3
+    # In process the service aborts the engine request itself: one try must show it.
+    if service.kind != "vllm":
+        pytest.skip("through an upstream: test_client_leaving_during_drafts_aborts_upstream_work (make race)")
+    assert leave_during_drafts(service), "the draft ran to the end"
+    seen = httpx.get(service.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    assert 'aft_requests_total{status="disconnected",stream="true"} 1.0' in seen
+
+
+@pytest.mark.race
+def test_client_leaving_during_drafts_aborts_upstream_work(service: Service) -> None:
+    # Through the openai backend the service closes the upstream connection and vLLM's API server
+    # aborts, which it sometimes does only after its engine finished (a non-streamed request: it
+    # notices the closed connection late); the first abort out of three tries passes, a service that
+    # never closes the connection fails all three. In the whole suite all three once ran to the end
+    # while the module alone passed, so it runs in `make race`; that the connection closes when the
+    # caller leaves is test_openai_backend.py's (test_cancelling_a_generate_closes_its_upstream_connection).
+    if service.kind != "openai":
+        pytest.skip("in process: test_client_leaving_during_drafts_aborts_engine_work")
     results = []
-    for _ in range(tries):
+    for _ in range(3):
         results.append(leave_during_drafts(service))
         if results[-1]:
             break
-    assert results[-1], f"the draft ran to the end in all {tries} tries"
+    assert results[-1], "the draft ran to the end in all 3 tries"
     seen = httpx.get(service.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
     assert f'aft_requests_total{{status="disconnected",stream="true"}} {float(len(results))}' in seen
 

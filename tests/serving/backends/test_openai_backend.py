@@ -247,6 +247,23 @@ async def test_leaving_a_stream_early_closes_its_upstream_connection(how: str) -
         await asyncio.wait_for(server.closed.wait(), 5)
 
 
+async def test_cancelling_a_generate_closes_its_upstream_connection() -> None:
+    # A non-streamed draft whose client left: what makes an upstream vLLM abort it.
+    asked = asyncio.Event()
+
+    async def reply(_: bytes, writer: asyncio.StreamWriter) -> None:
+        asked.set()  # and never answers
+
+    async with serving(reply) as server, contextlib.AsyncExitStack() as stack:
+        backend = await Upstreams(stack).backend(Upstream(server.url + "/v1", "m"))
+        task = asyncio.create_task(backend.generate("proposer", MESSAGES, SAMPLING, 3))
+        await asked.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(server.closed.wait(), 5)
+
+
 async def test_error_event_mid_stream_raises(ups: Upstreams) -> None:
     events = sse(chunk("a"), {"error": {"message": "engine died", "type": "InternalServerError", "code": 500}},
                  "[DONE]")
