@@ -59,7 +59,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, freeze_hea
     app.state.backend = backend
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
-    pipeline = Pipeline(backend, min_draft_tokens=settings.min_draft_tokens)
+    pipeline = Pipeline(backend, min_draft_tokens=settings.min_draft_tokens,
+                        aggregation_format=settings.aggregation_format)
     app.state.chat = ChatService(settings, pipeline, metrics, lifecycle)
     app.state.responses = ResponsesService(app.state.chat)  # the same chat path, another wire format
     install_error_handlers(app)

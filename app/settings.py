@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.format import AggregationFormat
 from serving.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     max_tokens: int | None = Field(None, gt=0, description="Token limit of the final answer when the request does not say (default: what fits).")
     early_exit: float | None = Field(None, gt=0, le=1, description="Stop after a round whose drafts agree when a request does not set aft.early_exit: the share of the N drafts that must be identical after whitespace normalisation (all, or a number in (0, 1]); the agreed draft is the answer. Default: off.")
     reasoning_default: bool = Field(False, description="Stream every round's drafts as reasoning before the answer when a request does not set aft.reasoning.")
+    aggregation_format: AggregationFormat = Field(AggregationFormat.PAPER, description="Layout of the aggregation prompts, as the aggregator was trained: paper (the drafts in the system message, before the conversation: the released checkpoints) or conversation-first (the conversation first, the drafts in a user message after it, so each round reuses its cached prefix). Default: the checkpoint's aft.json format, else paper.")
     min_draft_tokens: int = Field(32, gt=0, description="Shortest drafts worth aggregating: a request whose conversation leaves less room for each draft in the context is refused (400).")
 
     # vLLM engine (in-process backend).
@@ -134,9 +136,16 @@ def with_manifest_defaults(settings: Settings) -> Settings:
     manifest = read_manifest(settings.model)
     if manifest is None:
         return settings
-    defaults = {_RECOMMENDED_FIELDS[name]: value for name, value in manifest.recommended.as_dict().items()
-                if _RECOMMENDED_FIELDS[name] not in settings.model_fields_set}
-    logger.info("aft.json (format %d): defaults %s", manifest.format_version, defaults or "none")
+    defaults: dict[str, Any] = {_RECOMMENDED_FIELDS[name]: value for name, value in manifest.recommended.as_dict().items()
+                                if _RECOMMENDED_FIELDS[name] not in settings.model_fields_set}
+    if "aggregation_format" in settings.model_fields_set:
+        if settings.aggregation_format != manifest.format:
+            logger.warning("--aggregation-format %s overrides aft.json's format %s, which the checkpoint was "
+                           "trained on", settings.aggregation_format, manifest.format)
+    elif manifest.format != settings.aggregation_format:
+        defaults["aggregation_format"] = manifest.format
+    logger.info("aft.json (format %d, %s): defaults %s", manifest.format_version, manifest.format,
+                defaults or "none")
     if not defaults:
         return settings
     values: dict[str, Any] = {**settings.model_dump(include=settings.model_fields_set), **defaults}

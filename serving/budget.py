@@ -30,8 +30,9 @@ Counting costs an upstream a /tokenize round trip, so a prompt is counted only w
 does not already prove it fits: the prompt without drafts (counted when the budget was planned)
 plus one token per byte of the drafts' text (no token of byte-level BPE or of SentencePiece with
 byte fallback holds less than a byte) plus a few tokens per draft where its text meets the list's
-own (`_BOUNDARY_TOKENS`). The bound holds for chat templates that write the system message once and
-as it is, which is what every template does that the aggregation format is served with.
+own (`_BOUNDARY_TOKENS`). The bound holds for chat templates that write the message holding the drafts
+(the system message, or conversation-first's last user message) once and as it is, which is what every
+template does that the aggregation format is served with.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 
 from serving.backends.base import Backend, Tools
 from serving.errors import ContextLengthExceeded
-from serving.format import Message, aggregator_messages, proposer_messages
+from serving.format import AggregationFormat, Message, aggregator_messages, proposer_messages
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,16 @@ class DraftBudget:
 async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposals: int,
                       draft_max_tokens: int | None, answer_max_tokens: int | None, *, rounds: int,
                       min_draft_tokens: int, tools: Tools | None = None,
-                      subset: int | None = None) -> DraftBudget | None:
+                      subset: int | None = None, fmt: AggregationFormat = AggregationFormat.PAPER,
+                      ) -> DraftBudget | None:
     """The drafts' budget for this conversation, or None when there are no drafts (rounds = 0)
-    or the backend cannot count. `subset`: K, the drafts each aggregation reads (None: all N).
+    or the backend cannot count. `subset`: K, the drafts each aggregation reads (None: all N);
+    `fmt`: the aggregation prompt's layout.
     Raises ContextLengthExceeded when not even a small draft fits."""
     if rounds == 0:
         return None
     per_prompt = proposals if subset is None else min(subset, proposals)
-    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * per_prompt),
+    aggregator = await backend.prompt_size("aggregator", aggregator_messages(conversation, [""] * per_prompt, fmt),
                                            tools)
     if aggregator is None:
         return None
@@ -124,13 +127,14 @@ async def plan_drafts(backend: Backend, conversation: Sequence[Message], proposa
 
 
 async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: list[str],
-                     budget: DraftBudget, *, final: bool, tools: Tools | None = None) -> tuple[list[str], int]:
-    """The drafts, cut where needed so that their aggregation prompt leaves room for its output,
-    and how many were cut."""
+                     budget: DraftBudget, *, final: bool, tools: Tools | None = None,
+                     fmt: AggregationFormat = AggregationFormat.PAPER) -> tuple[list[str], int]:
+    """The drafts, cut where needed so that their aggregation prompt (in layout `fmt`) leaves room
+    for its output, and how many were cut."""
     room = budget.room(final)
     if budget.base_tokens + _most_tokens(drafts) <= room:
         return drafts, 0
-    tokens = await _count(backend, conversation, drafts, tools)
+    tokens = await _count(backend, conversation, drafts, tools, fmt)
     if tokens <= room:
         return drafts, 0
     logger.info("aggregation prompt of %d tokens over its room of %d: cutting its drafts", tokens, room)
@@ -140,7 +144,7 @@ async def fit_drafts(backend: Backend, conversation: Sequence[Message], drafts: 
         in_drafts = max(tokens - budget.base_tokens, 1)
         excess = math.ceil((tokens - room) * 1.1 * sum(len(d) for d in fitted) / in_drafts) + 1
         fitted = _shorten(fitted, excess)
-        tokens = await _count(backend, conversation, fitted, tools)
+        tokens = await _count(backend, conversation, fitted, tools, fmt)
         if tokens <= room:
             return fitted, sum(a != b for a, b in zip(drafts, fitted, strict=True))
     return [""] * len(drafts), sum(1 for d in drafts if d)
@@ -152,8 +156,8 @@ def _most_tokens(drafts: Sequence[str]) -> int:
 
 
 async def _count(backend: Backend, conversation: Sequence[Message], drafts: Sequence[str],
-                 tools: Tools | None) -> int:
-    size = await backend.prompt_size("aggregator", aggregator_messages(conversation, drafts), tools)
+                 tools: Tools | None, fmt: AggregationFormat) -> int:
+    size = await backend.prompt_size("aggregator", aggregator_messages(conversation, drafts, fmt), tools)
     assert size is not None  # the budget exists because this backend counts
     return size.tokens
 

@@ -16,6 +16,15 @@ text S and folded into the single system message we send:
   proposals stays one contiguous block, exactly as trained.
 Without a client system prompt the bytes are the reference's.
 
+Two layouts of the aggregator call (`AggregationFormat`, declared by a checkpoint's aft.json):
+- `paper`: the drafts in the system message, before the conversation, as above. The released
+  checkpoints were trained on it, and it is the default.
+- `conversation-first`: the proposer call's messages unchanged, then one user message holding
+  AGGREGATION_TEMPLATE + "\n" + the numbered proposals. Every aggregation prompt then starts with
+  the proposer prompt's bytes, so an engine's prefix cache serves the conversation to every round
+  instead of prefilling it again (on a 5,000-token conversation: bench/README.md). Only for
+  checkpoints trained on it (`aft data --format conversation-first`).
+
 Tool-call turns (an assistant message with `tool_calls`, a `tool` message with its result) pass
 through unchanged, like every other message after the system one: the model's chat template
 renders them. A draft that carries tool calls reaches the next round as text (`draft_text`).
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
 FORMAT_VERSION = 1
@@ -43,6 +53,13 @@ AGGREGATION_TEMPLATE = (
 )
 
 _SYSTEM_ROLES = ("system", "developer")
+
+
+class AggregationFormat(StrEnum):
+    """Where the aggregator's prompt puts the drafts (module docstring)."""
+
+    PAPER = "paper"
+    CONVERSATION_FIRST = "conversation-first"
 
 
 class Message(TypedDict):
@@ -67,7 +84,8 @@ def split_system(conversation: Sequence[Message]) -> tuple[str | None, list[Mess
 
 
 def aggregation_system(proposals: Sequence[str]) -> str:
-    """The aggregator's system message for these proposals (reference bytes)."""
+    """The template and the numbered proposals: the paper's system message (reference bytes), and the
+    last user message of the conversation-first layout."""
     return AGGREGATION_TEMPLATE + "\n" + "\n".join(f"{i + 1}. {p}" for i, p in enumerate(proposals))
 
 
@@ -77,8 +95,12 @@ def proposer_messages(conversation: Sequence[Message]) -> list[Message]:
     return [{"role": "system", "content": client_system or PROPOSER_SYSTEM}, *rest]
 
 
-def aggregator_messages(conversation: Sequence[Message], proposals: Sequence[str]) -> list[Message]:
-    """Messages for an aggregator call over `proposals`: one system message, then the conversation."""
+def aggregator_messages(conversation: Sequence[Message], proposals: Sequence[str],
+                        fmt: AggregationFormat = AggregationFormat.PAPER) -> list[Message]:
+    """Messages for an aggregator call over `proposals`. Paper: one system message holding them, then
+    the conversation. Conversation-first: the proposer's messages, then a user message holding them."""
+    if fmt is AggregationFormat.CONVERSATION_FIRST:
+        return [*proposer_messages(conversation), {"role": "user", "content": aggregation_system(proposals)}]
     client_system, rest = split_system(conversation)
     system = aggregation_system(proposals)
     if client_system:

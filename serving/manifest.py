@@ -1,13 +1,15 @@
 """A checkpoint's `aft.json`: which aggregation format it was trained on and how to serve it.
 
-    {"format_version": 1,
+    {"format_version": 1, "format": "paper",
      "recommended": {"proposals": 5, "rounds": 2, "proposal_temperature": 0.7,
                      "proposal_top_p": 0.95, "temperature": 0.7, "top_p": 1.0},
      "base_model": "meta-llama/Llama-3.1-8B", "data": {...}, "created": "2025-01-01T00:00:00+00:00"}
 
-`training/export.py` writes it; `aft serve --model DIR` reads it for its defaults. A
-manifest whose format version this service does not know is refused: serving such a
-checkpoint with our prompts would silently feed it bytes it was never trained on.
+`training/export.py` writes it; `aft serve --model DIR` reads it for its defaults. `format` is
+the aggregation prompt's layout the checkpoint was trained on (serving/format.py: "paper", the
+default when absent, or "conversation-first"). A manifest whose format version or format this
+service does not know is refused: serving such a checkpoint with our prompts would silently feed
+it bytes it was never trained on.
 Every `recommended` field is optional; a missing one leaves the service's default.
 """
 
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.format import FORMAT_VERSION
+from serving.format import FORMAT_VERSION, AggregationFormat
 
 MANIFEST_NAME = "aft.json"
 KNOWN_FORMAT_VERSIONS = frozenset({FORMAT_VERSION})
@@ -31,7 +33,7 @@ class ManifestError(ValueError):
 
 
 class UnknownFormatVersion(ManifestError):
-    """aft.json names an aggregation format version this service does not implement."""
+    """aft.json names an aggregation format version (or format) this service does not implement."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Manifest:
     """The contents of aft.json."""
 
     format_version: int = FORMAT_VERSION
+    format: AggregationFormat = AggregationFormat.PAPER
+    """The aggregation prompts' layout the checkpoint was trained on."""
     recommended: Recommended = field(default_factory=Recommended)
     base_model: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +92,12 @@ def parse_manifest(data: object) -> Manifest:
             f"aft.json declares aggregation format version {version}; this service knows "
             f"{sorted(KNOWN_FORMAT_VERSIONS)}. The checkpoint was trained on prompts this version cannot "
             f"produce: upgrade the service (or re-export the checkpoint for format {FORMAT_VERSION}).")
+    layout = data.get("format", AggregationFormat.PAPER.value)
+    if not isinstance(layout, str) or layout not in set(AggregationFormat):
+        raise UnknownFormatVersion(
+            f"aft.json declares aggregation format {layout!r}; this service knows "
+            f"{[f.value for f in AggregationFormat]}. Serving it with other prompts than it was trained on "
+            f"would silently degrade it: upgrade the service.")
     raw = data.get("recommended")
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
@@ -104,7 +114,7 @@ def parse_manifest(data: object) -> Manifest:
         raise ManifestError("aft.json: base_model must be a string")
     if not isinstance(summary, dict):
         raise ManifestError("aft.json: data must be an object")
-    return Manifest(version, recommended, base_model, summary, str(created))
+    return Manifest(version, AggregationFormat(layout), recommended, base_model, summary, str(created))
 
 
 def read_manifest(directory: str | Path) -> Manifest | None:

@@ -44,7 +44,7 @@ from serving.backends.base import (
 from serving.budget import DraftBudget, fit_drafts, plan_drafts
 from serving.concurrency import all_or_first_error
 from serving.early_exit import AGREEING_FINISH, agreed_draft
-from serving.format import Message, aggregator_messages, draft_text, proposer_messages
+from serving.format import AggregationFormat, Message, aggregator_messages, draft_text, proposer_messages
 from serving.live_draft import DraftDelta, live_round
 from serving.merge import merge_streams
 from serving.subset import aggregate_subsets, pick_subsets
@@ -204,10 +204,13 @@ def _seeded(sampling: Sampling, index: int, round_: int) -> Sampling:
 class Pipeline:
     """Runs propose-and-aggregate on a backend. Knows nothing of HTTP."""
 
-    def __init__(self, backend: Backend, *, min_draft_tokens: int = 32) -> None:
+    def __init__(self, backend: Backend, *, min_draft_tokens: int = 32,
+                 aggregation_format: AggregationFormat = AggregationFormat.PAPER) -> None:
         self.backend = backend
         self.min_draft_tokens = min_draft_tokens
         """The shortest drafts worth aggregating: a request leaving less room is refused."""
+        self.format = aggregation_format
+        """The aggregation prompts' layout: the one the aggregator was trained on (aft.json's format)."""
 
     async def plan(self, conversation: Sequence[Message], params: PipelineParams) -> DraftBudget | None:
         """The drafts' context budget (None: no drafts, or a backend that cannot count tokens).
@@ -219,7 +222,7 @@ class Pipeline:
         return await plan_drafts(self.backend, conversation, params.proposals, params.draft_sampling.max_tokens,
                                  params.final_sampling.max_tokens, rounds=params.rounds,
                                  min_draft_tokens=self.min_draft_tokens, tools=params.draft_sampling.tools,
-                                 subset=params.subset)
+                                 subset=params.subset, fmt=self.format)
 
     async def _drafts(self, conversation: Sequence[Message], params: PipelineParams, index: int,
                       budget: DraftBudget | None, *, live: bool = False) -> AsyncGenerator[DraftDelta | Layer, None]:
@@ -237,12 +240,12 @@ class Pipeline:
             start = time.perf_counter()
             streamed = live and round_ == 0
             if before is not None and before.subsets is not None:
-                generation = await aggregate_subsets(self.backend, conversation, before.subsets, sampling)
+                generation = await aggregate_subsets(self.backend, conversation, before.subsets, sampling, self.format)
                 completions = generation.completions
             else:
                 role: Role = "proposer" if before is None else "aggregator"
                 messages = (proposer_messages(conversation) if before is None
-                            else aggregator_messages(conversation, before.outputs))
+                            else aggregator_messages(conversation, before.outputs, self.format))
                 # Greedy samples are all the same, and vLLM refuses n > 1 without sampling:
                 # generate one and repeat it (usage counts the tokens once, as they were spent).
                 copies = params.proposals if sampling.temperature == 0 else 1
@@ -282,20 +285,20 @@ class Pipeline:
             return drafts, subsets, 0
         tools = params.draft_sampling.tools
         if subsets is None:
-            outputs, trimmed = await fit_drafts(self.backend, conversation, drafts, budget, final=final, tools=tools)
+            outputs, trimmed = await fit_drafts(self.backend, conversation, drafts, budget, final=final, tools=tools,
+                                                 fmt=self.format)
             return outputs, None, trimmed
         # Each prompt is counted on its own (an upstream's /tokenize round trip): all at once.
         fitted = await all_or_first_error(fit_drafts(self.backend, conversation, subset, budget, final=final,
-                                                     tools=tools) for subset in subsets)
+                                                     tools=tools, fmt=self.format) for subset in subsets)
         return drafts, [subset for subset, _ in fitted], sum(trimmed for _, trimmed in fitted)
 
-    @staticmethod
-    def _final_call(conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
+    def _final_call(self, conversation: Sequence[Message], layers: list[Layer]) -> tuple[Role, list[Message]]:
         if not layers:
             return "proposer", proposer_messages(conversation)
         last = layers[-1]
         return "aggregator", aggregator_messages(conversation, last.outputs if last.subsets is None
-                                                 else last.subsets[0])
+                                                 else last.subsets[0], self.format)
 
     def stream(self, conversation: Sequence[Message], params: PipelineParams, *, budget: DraftBudget | None,
                n: int = 1, live_drafts: bool = False) -> AsyncGenerator[Event, None]:

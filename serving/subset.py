@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from serving.backends.base import Backend, Completion, Generation, Sampling, Usage
 from serving.concurrency import all_or_first_error
-from serving.format import Message, aggregator_messages
+from serving.format import AggregationFormat, Message, aggregator_messages
 
 SUBSET_SEED_STEP = 2_003
 """Added to the round's seed once per aggregation of a subset round, so that N requests on different
@@ -43,14 +43,14 @@ def pick_subsets(outputs: Sequence[str], k: int | None, count: int, *, seed: int
 
 
 async def aggregate_subsets(backend: Backend, conversation: Sequence[Message], subsets: Sequence[Sequence[str]],
-                            sampling: Sampling) -> Generation:
-    """One sample aggregating each subset, all requested at once; their completions in order and
-    their usage summed. The first failure cancels the other requests and is raised as it is."""
+                            sampling: Sampling, fmt: AggregationFormat = AggregationFormat.PAPER) -> Generation:
+    """One sample aggregating each subset (prompts in layout `fmt`), all requested at once; their
+    completions in order and their usage summed. The first failure cancels the other requests and is raised as it is."""
     def seeded(number: int) -> Sampling:
         return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + SUBSET_SEED_STEP * number)
 
     generations = await all_or_first_error(
-        backend.generate("aggregator", aggregator_messages(conversation, subset), seeded(number), n=1)
+        backend.generate("aggregator", aggregator_messages(conversation, subset, fmt), seeded(number), n=1)
         for number, subset in enumerate(subsets))
     completions: list[Completion] = []
     usage = Usage()

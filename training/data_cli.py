@@ -25,6 +25,8 @@ from typing import Any
 
 from serving.backends.base import Sampling
 from serving.backends.vllm import VLLMBackend
+from serving.format import AggregationFormat
+from serving.manifest import read_manifest
 from training.data import (
     Row,
     Sample,
@@ -43,11 +45,12 @@ from training.rl_data import RLGroup, RLMix, groups_of, rl_rows, sample_aggregat
 
 
 def _write(samples: list[Sample], args: argparse.Namespace, recipe: dict[str, Any]) -> int:
-    aft = [sample.aft_row() for sample in samples]
+    aft = [sample.aft_row(args.format) for sample in samples]
     rows: list[Row] = mix_sft(aft, [s.sft_row() for s in samples], args.sft_ratio, args.seed) if args.sft_ratio else aft
     validate_rows(rows)  # a builder bug must not reach a training run
     write_jsonl(rows, args.output)
-    summary = {**recipe, "source": args.source, "seed": args.seed, "limit": args.limit, "sft_ratio": args.sft_ratio,
+    summary = {**recipe, "format": args.format.value, "source": args.source, "seed": args.seed,
+               "limit": args.limit, "sft_ratio": args.sft_ratio,
                "aft_examples": len(aft), "sft_examples": len(rows) - len(aft),
                "created": datetime.now(UTC).isoformat(timespec="seconds")}
     summary_path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
@@ -56,6 +59,7 @@ def _write(samples: list[Sample], args: argparse.Namespace, recipe: dict[str, An
 
 
 def off_policy(args: argparse.Namespace) -> int:
+    args.format = args.format or AggregationFormat.PAPER
     samples = off_policy_samples(
         load_rows(args.source, split=args.split, name=args.name), n=args.n, reference=args.reference,
         target_in_proposals=args.target_in_proposals, shuffle=args.shuffle, seed=args.seed, limit=args.limit,
@@ -95,6 +99,7 @@ def on_policy(args: argparse.Namespace) -> int:
     problem = checkpoint_problem(args.model)
     if problem:
         raise ValueError(f"--model {problem}")
+    args.format = args.format or AggregationFormat.PAPER
     rows = load_rows(args.source, split=args.split, name=args.name)
     if args.shuffle:
         random.Random(args.seed).shuffle(rows)
@@ -116,7 +121,8 @@ async def _sample_rl(args: argparse.Namespace, rows: list[Row], workdir: str) ->
         samples = await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
                                           concurrency=args.concurrency)
         # The intermediate round samples as round 0 does (the pipeline's draft sampling).
-        aggregations = (await sample_aggregations(backend, samples, sampling, concurrency=args.concurrency)
+        aggregations = (await sample_aggregations(backend, samples, sampling, concurrency=args.concurrency,
+                                                  fmt=args.format)
                         if args.round2_share > 0 else [[] for _ in samples])
     finally:
         await backend.close()
@@ -129,6 +135,9 @@ def rl(args: argparse.Namespace) -> int:
         raise ValueError(f"--model {problem}")
     if args.sft_ratio:
         raise ValueError("--sft-ratio: RL rows are aggregation prompts only (GRPO has no plain targets)")
+    # The prompts of the format the checkpoint was trained on, unless told otherwise.
+    manifest = read_manifest(args.model) if Path(args.model).is_dir() else None
+    args.format = args.format or (manifest.format if manifest else AggregationFormat.PAPER)
     check = make_check(args.reward, format_reward=0.0)  # a bad spec is refused before the engine starts
     mix = RLMix(hard_share=args.hard_share, round2_share=args.round2_share, subset_share=args.subset_share,
                 subset_k=args.subset_k)
@@ -137,10 +146,11 @@ def rl(args: argparse.Namespace) -> int:
         random.Random(args.seed).shuffle(rows)
     with tempfile.TemporaryDirectory() as workdir:
         groups = asyncio.run(_sample_rl(args, rows, workdir))
-    built, summary = rl_rows(groups, check, mix, seed=args.seed, limit=args.limit)
+    built, summary = rl_rows(groups, check, mix, seed=args.seed, limit=args.limit, fmt=args.format)
     validate_rl_rows(built, source=args.output)
     write_jsonl(built, args.output)
-    summary = {"builder": "rl", "source": args.source, "model": args.model, "n": args.n, "reward": args.reward,
+    summary = {"builder": "rl", "format": args.format.value, "source": args.source,
+               "model": args.model, "n": args.n, "reward": args.reward,
                "seed": args.seed, "proposal_temperature": args.temperature, "proposal_top_p": args.top_p,
                **summary, "created": datetime.now(UTC).isoformat(timespec="seconds")}
     summary_path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
@@ -166,6 +176,10 @@ def _common(parser: argparse.ArgumentParser, n: int) -> None:
     parser.add_argument("--limit", type=int, help="At most this many aggregation examples.")
     parser.add_argument("--sft-ratio", type=float, default=0.0,
                         help="Add this many plain answering examples per aggregation example (e.g. 0.25).")
+    parser.add_argument("--format", type=AggregationFormat, choices=list(AggregationFormat),
+                        help="Layout of the aggregation prompts (serving/format.py): paper (default; rl: the "
+                             "--model's aft.json format) or conversation-first, whose rounds reuse the "
+                             "conversation's cached prefix; `aft export` records it in aft.json.")
 
 
 def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:

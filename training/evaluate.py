@@ -37,7 +37,7 @@ from serving.backends.base import Backend, Generation, Sampling
 from serving.backends.vllm import VLLMBackend
 from serving.backends.vllm_engine import EngineConfig
 from serving.early_exit import parse_share
-from serving.format import proposer_messages
+from serving.format import AggregationFormat, proposer_messages
 from serving.manifest import read_manifest
 from serving.pipeline import Answer, Pipeline, PipelineParams
 from training.engine import add_engine_arguments, checkpoint_problem, engine_config
@@ -163,9 +163,10 @@ async def evaluate_sft(backend: Backend, task: Task, problems: Sequence[Problem]
 
 
 async def propose_and_aggregate(backend: Backend, problems: Sequence[Problem], params: PipelineParams, *,
-                                concurrency: int = 128) -> list[Answer]:
+                                concurrency: int = 128,
+                                aggregation_format: AggregationFormat = AggregationFormat.PAPER) -> list[Answer]:
     """One pipeline run's Answer for every problem (its layers hold the drafts, its usage the tokens)."""
-    pipeline = Pipeline(backend)
+    pipeline = Pipeline(backend, aggregation_format=aggregation_format)
 
     async def one(problem: Problem) -> Answer:
         return (await pipeline.run(problem.conversation, params))[0]
@@ -199,8 +200,10 @@ def variants(n: int, early_exit: Sequence[float], subset: Sequence[int]) -> list
 
 async def evaluate_aft(backend: Backend, task: Task, problems: Sequence[Problem], draft: Sampling,
                        final: Sampling, proposals: Sequence[int], rounds: Sequence[int], *,
-                       early_exit: Sequence[float] = (), subset: Sequence[int] = ()) -> list[Row]:
-    """AFT rows: direct and greedy answers, then propose-and-aggregate over the grid of N and rounds; beside
+                       early_exit: Sequence[float] = (), subset: Sequence[int] = (),
+                       aggregation_format: AggregationFormat = AggregationFormat.PAPER) -> list[Row]:
+    """AFT rows (aggregation prompts in `aggregation_format`, the one the checkpoint was trained on):
+    direct and greedy answers, then propose-and-aggregate over the grid of N and rounds; beside
     each full run the vote over its round-0 proposals and their best (pass@N), then a run with each early
     exit threshold and each subset K of `variants`."""
     total = len(problems)
@@ -218,7 +221,7 @@ async def evaluate_aft(backend: Backend, task: Task, problems: Sequence[Problem]
     for r in rounds:
         for n in proposals:
             params = PipelineParams(proposals=n, rounds=r, draft_sampling=draft, final_sampling=final)
-            answers = await propose_and_aggregate(backend, problems, params)
+            answers = await propose_and_aggregate(backend, problems, params, aggregation_format=aggregation_format)
             rows.append(pa_row(AFT_PA, n, r, answers))
             if n > 1:  # the very round-0 proposals this run aggregated: their vote and their best
                 groups = [_proposals(a) for a in answers]
@@ -228,7 +231,8 @@ async def evaluate_aft(backend: Backend, task: Task, problems: Sequence[Problem]
                          Row(AFT_PROPOSAL_ORACLE, "aft", n, r, count_any_correct(task, problems, groups),
                              total, spent)]
             for method, setting in variants(n, early_exit, subset):
-                answers = await propose_and_aggregate(backend, problems, replace(params, **setting))
+                answers = await propose_and_aggregate(backend, problems, replace(params, **setting),
+                                                      aggregation_format=aggregation_format)
                 row = pa_row(method, n, r, answers)
                 if "early_exit" in setting:
                     row.early_exits = _early_exits(answers, r)
@@ -243,7 +247,8 @@ def _sampling_dict(sampling: Sampling) -> dict[str, Any]:
 async def evaluate(sft: Backend, aft: Backend, task: Task, *, problems: int, seed: int, draft: Sampling,
                    final: Sampling, proposals: Sequence[int], rounds: Sequence[int],
                    early_exit: Sequence[float] = (), subset: Sequence[int] = (),
-                   skip_baseline: bool = False) -> Results:
+                   skip_baseline: bool = False,
+                   aggregation_format: AggregationFormat = AggregationFormat.PAPER) -> Results:
     """Every row on the same `problems` held-out problems; starts and closes each backend in turn
     (one engine at a time: on a small host two would fight for the same cores), and once when `sft` is
     `aft` (a model that is not aggregation-tuned against itself: the paper's baseline). `early_exit`
@@ -257,7 +262,7 @@ async def evaluate(sft: Backend, aft: Backend, task: Task, *, problems: int, see
 
     async def run_aft() -> list[Row]:
         return await evaluate_aft(aft, task, held_out, draft, final, proposals, rounds, early_exit=early_exit,
-                                  subset=subset)
+                                  subset=subset, aggregation_format=aggregation_format)
 
     runs = [] if skip_baseline else [run_sft]
     runs.append(run_aft)
@@ -300,9 +305,11 @@ def evaluate_checkpoints(model: str, baseline: str, task: Task, engine: Callable
     one engine for both when they are the same checkpoint."""
     aft = VLLMBackend(engine(model))
     sft = aft if model == baseline else VLLMBackend(engine(baseline))
+    manifest = read_manifest(model) if Path(model).is_dir() else None
     results = asyncio.run(evaluate(sft, aft, task, problems=problems, seed=seed, draft=draft, final=final,
                                    proposals=proposals, rounds=rounds, early_exit=early_exit, subset=subset,
-                                   skip_baseline=skip_baseline))
+                                   skip_baseline=skip_baseline,
+                                   aggregation_format=manifest.format if manifest else AggregationFormat.PAPER))
     results.models = {"aft": model, "sft": baseline}
     return results
 

@@ -5,8 +5,9 @@
 The directory holds full weights (a LoRA adapter is merged into its base: vLLM then
 serves it like any model, with no adapter machinery), the tokenizer with the chat
 template it was trained with, a generation config that stops at the template's
-end-of-turn token, and aft.json (serving/manifest.py): the aggregation format version,
-recommended serving settings, base model and a summary of the training data.
+end-of-turn token, and aft.json (serving/manifest.py): the aggregation format version and
+layout (the one its rows were built with, as their summary records it), recommended serving
+settings, base model and a summary of the training data.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.early_exit import parse_share
-from serving.format import FORMAT_VERSION
+from serving.format import FORMAT_VERSION, AggregationFormat
 from serving.manifest import Manifest, parse_manifest, write_manifest
 from training.config import TRAIN_RECORD
 from training.rows import data_summary as summarize_data
@@ -76,13 +77,15 @@ def _load_model(model_dir: Path, base_model: str | None) -> PreTrainedModel:
 
 
 def export(model_dir: str | Path, out_dir: str | Path, *, base_model: str | None = None,
-           data_summary: dict[str, Any] | None = None, recommended: dict[str, Any] | None = None) -> Path:
+           data_summary: dict[str, Any] | None = None, recommended: dict[str, Any] | None = None,
+           aggregation_format: AggregationFormat | None = None) -> Path:
     """Write a servable checkpoint of `model_dir` (full weights or a LoRA adapter) to `out_dir`; returns it.
 
     base_model and data_summary default to what training recorded (aft_train.json: the
     base model, and a summary of its data file when that file is still there).
     recommended: `aft` serving options (proposals, rounds, proposal_temperature,
     proposal_top_p, temperature, top_p, early_exit); None or {} leaves the service's defaults.
+    aggregation_format defaults to the one the data summary records (`aft data --format`), else paper.
     """
     from transformers import AutoTokenizer
 
@@ -94,7 +97,8 @@ def export(model_dir: str | Path, out_dir: str | Path, *, base_model: str | None
         data = record.get("data")
         data_summary = summarize_data(data) if data and Path(data).is_file() else {}
     # Checked the way the service reads it (ManifestError, a ValueError), before any weight is written.
-    advice = parse_manifest({"format_version": FORMAT_VERSION, "recommended": recommended or {}}).recommended
+    layout = aggregation_format or data_summary.get("format") or AggregationFormat.PAPER
+    checked = parse_manifest({"format_version": FORMAT_VERSION, "format": layout, "recommended": recommended or {}})
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not tokenizer.chat_template:
@@ -104,7 +108,8 @@ def export(model_dir: str | Path, out_dir: str | Path, *, base_model: str | None
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    write_manifest(out, Manifest(recommended=advice, base_model=base_model, data=data_summary))
+    write_manifest(out, Manifest(format=checked.format, recommended=checked.recommended, base_model=base_model,
+                                 data=data_summary))
     return out
 
 
@@ -115,6 +120,9 @@ def make_parser(prog: str = "aft export") -> argparse.ArgumentParser:
     parser.add_argument("out_dir", help="Where to write the servable checkpoint.")
     parser.add_argument("--base-model", help="Base of a LoRA adapter (default: what training recorded).")
     parser.add_argument("--data", help="Training JSONL to summarize in aft.json (default: the one training used).")
+    parser.add_argument("--format", type=AggregationFormat, choices=list(AggregationFormat),
+                        help="The aggregation prompts' layout the model was trained on (default: what the "
+                             "data's summary records, else paper).")
     recommended = parser.add_argument_group("recommended serving settings (written to aft.json; default: none)")
     for name in ("proposals", "rounds"):
         recommended.add_argument(f"--{name}", type=int)
@@ -140,7 +148,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft export") -> int:
     try:
         summary = summarize_data(args.data) if args.data else None
         out = export(args.model_dir, args.out_dir, base_model=args.base_model, data_summary=summary,
-                     recommended=recommended)
+                     recommended=recommended, aggregation_format=args.format)
     except (ValueError, OSError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from typing import Any
 
 from serving.backends.base import Backend, Sampling
 from serving.concurrency import all_or_first_error
-from serving.format import Message, aggregator_messages
+from serving.format import AggregationFormat, Message, aggregator_messages
 from training.rows import DataError, Row, Sample
 
 Check = Callable[[str, str], float]
@@ -78,9 +78,11 @@ def is_hard(proposals: Sequence[str], answer: str, check: Check) -> bool:
 
 
 def rl_row(conversation: Sequence[Message], proposals: Sequence[str], answer: str, *, round_: int, of: int,
-           hard: bool) -> Row:
-    """One RL row: the aggregator prompt over `proposals` (serving/format.py's bytes) and the answer."""
-    prompt = [{"role": m["role"], "content": m["content"]} for m in aggregator_messages(conversation, proposals)]
+           hard: bool, fmt: AggregationFormat = AggregationFormat.PAPER) -> Row:
+    """One RL row: the aggregator prompt over `proposals` (serving/format.py's bytes, layout `fmt`) and
+    the answer."""
+    prompt = [{"role": m["role"], "content": m["content"]}
+              for m in aggregator_messages(conversation, proposals, fmt)]
     return {"prompt": prompt, "answer": answer, "round": round_, "reads": len(proposals), "of": of, "hard": hard}
 
 
@@ -93,8 +95,8 @@ def _kind(rng: random.Random, group: RLGroup, mix: RLMix) -> str:
     return "full"
 
 
-def rl_rows(groups: Sequence[RLGroup], check: Check, mix: RLMix, *, seed: int = 0,
-            limit: int | None = None) -> tuple[list[Row], dict[str, Any]]:
+def rl_rows(groups: Sequence[RLGroup], check: Check, mix: RLMix, *, seed: int = 0, limit: int | None = None,
+            fmt: AggregationFormat = AggregationFormat.PAPER) -> tuple[list[Row], dict[str, Any]]:
     """One row a group (its kind drawn by `mix`), then hard and easy rows kept at `mix.hard_share`
     (as many as both kinds allow, at most `limit`), shuffled. Returns the rows and a summary of what
     was available and what was kept."""
@@ -113,7 +115,7 @@ def rl_rows(groups: Sequence[RLGroup], check: Check, mix: RLMix, *, seed: int = 
             continue
         of = len(group.aggregations) if round_ == 2 else len(group.drafts)
         row = rl_row(group.conversation, read, group.answer, round_=round_, of=of,
-                     hard=is_hard(read, group.answer, check))
+                     hard=is_hard(read, group.answer, check), fmt=fmt)
         (hard if row["hard"] else easy).append(row)
     available = {"hard": len(hard), "easy": len(easy)}
     total = len(hard) + len(easy) if limit is None else min(limit, len(hard) + len(easy))
@@ -145,7 +147,8 @@ def validate_rl_rows(rows: Sequence[Row], *, source: str | None = None) -> None:
 
 
 async def sample_aggregations(backend: Backend, samples: Sequence[Sample], sampling: Sampling, *,
-                              concurrency: int = 64) -> list[list[str]]:
+                              concurrency: int = 64, fmt: AggregationFormat = AggregationFormat.PAPER,
+                              ) -> list[list[str]]:
     """For each sample of N proposals, N aggregations of all of them (aggregator prompt, one request with
     n = N), as the pipeline's intermediate round writes them: what a round-2 prompt reads. Order kept."""
     results: list[list[str]] = [[] for _ in samples]
@@ -154,7 +157,7 @@ async def sample_aggregations(backend: Backend, samples: Sequence[Sample], sampl
     async def worker() -> None:
         for i, sample in pending:
             generation = await backend.generate("aggregator", aggregator_messages(sample.conversation,
-                                                                                 sample.proposals), sampling,
+                                                                                 sample.proposals, fmt), sampling,
                                                   n=len(sample.proposals))
             results[i] = [c.text for c in generation.completions]
 

@@ -8,7 +8,8 @@ SFTTrainer trains on the completion tokens only (prompt tokens are masked). The 
 built by serving/format.py, the very functions the service renders its requests with, so
 what the model is trained on is byte for byte what it is served (tests/training checks it
 through the tokenizer). Both kinds of rows take these prompts:
-- AFT rows: `aggregator_messages(conversation, proposals)`: read the drafts, write the answer;
+- AFT rows: `aggregator_messages(conversation, proposals, fmt)`: read the drafts, write the answer
+  (in the paper's layout, or conversation-first: `aft data --format`);
 - SFT rows: `proposer_messages(conversation)`: answer directly, as the AFT model must too.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.format import AGGREGATION_TEMPLATE, Message, aggregator_messages, proposer_messages
+from serving.format import AGGREGATION_TEMPLATE, AggregationFormat, Message, aggregator_messages, proposer_messages
 
 Row = dict[str, Any]
 _ROLES = ("system", "developer", "user", "assistant")
@@ -43,9 +44,10 @@ def _row(prompt: Sequence[Message], target: str) -> Row:
             "completion": [{"role": "assistant", "content": target}]}
 
 
-def aft_example(conversation: Sequence[Message], proposals: Sequence[str], target: str) -> Row:
-    """An aggregation row: the aggregator prompt over `proposals`, trained to write `target`."""
-    return _row(aggregator_messages(conversation, proposals), target)
+def aft_example(conversation: Sequence[Message], proposals: Sequence[str], target: str,
+                fmt: AggregationFormat = AggregationFormat.PAPER) -> Row:
+    """An aggregation row: the aggregator prompt (layout `fmt`) over `proposals`, trained to write `target`."""
+    return _row(aggregator_messages(conversation, proposals, fmt), target)
 
 
 def sft_example(conversation: Sequence[Message], target: str) -> Row:
@@ -61,8 +63,8 @@ class Sample:
     proposals: list[str]
     target: str
 
-    def aft_row(self) -> Row:
-        return aft_example(self.conversation, self.proposals, self.target)
+    def aft_row(self, fmt: AggregationFormat = AggregationFormat.PAPER) -> Row:
+        return aft_example(self.conversation, self.proposals, self.target, fmt)
 
     def sft_row(self) -> Row:
         return sft_example(self.conversation, self.target)
@@ -173,8 +175,11 @@ def mix_sft(aft_rows: Sequence[Row], sft_rows: Sequence[Row], ratio: float, seed
 
 
 def is_aft_row(row: Row) -> bool:
-    """Whether a row is an aggregation example (its system message holds the aggregation template)."""
-    return AGGREGATION_TEMPLATE in row["prompt"][0]["content"]
+    """Whether a row is an aggregation example: its system message (paper) or its last user message
+    (conversation-first) holds the aggregation template."""
+    prompt = row["prompt"]
+    return AGGREGATION_TEMPLATE in prompt[0]["content"] or (
+        prompt[-1]["role"] == "user" and prompt[-1]["content"].startswith(AGGREGATION_TEMPLATE))
 
 
 def summary_path(data_path: str | Path) -> Path:
