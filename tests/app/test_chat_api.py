@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import openai
+from fastapi import FastAPI
 
 from tests.fakes import MODEL, ScriptedBackend, chat_body
 
@@ -153,3 +155,16 @@ async def test_no_room_for_drafts_is_a_400_streamed_or_not(client: httpx.AsyncCl
     text = (await client.get("/metrics")).text
     assert 'aft_requests_total{status="400",stream="true"} 1.0' in text
     assert "aft_requests_in_flight 0.0" in text
+
+
+async def test_a_conversation_first_service_sends_the_drafts_after_the_conversation(
+        app_factory: Callable[..., FastAPI], backend: ScriptedBackend) -> None:
+    """--aggregation-format (or aft.json's format) reaches the pipeline: each aggregation prompt is
+    the proposer prompt with the drafts after it."""
+    transport = httpx.ASGITransport(app=app_factory(aggregation_format="conversation-first"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://aft.test") as client:
+        response = await client.post("/v1/chat/completions", json=chat_body(aft={"proposals": 2, "rounds": 1}))
+    assert response.status_code == 200
+    proposer, aggregator = backend.calls
+    assert aggregator.messages[:-1] == proposer.messages
+    assert aggregator.messages[-1]["role"] == "user" and "Responses from models:" in aggregator.messages[-1]["content"]

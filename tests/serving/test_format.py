@@ -2,6 +2,7 @@
 
 from serving.format import (
     AGGREGATION_TEMPLATE,
+    AggregationFormat,
     aggregation_system,
     aggregator_messages,
     proposer_messages,
@@ -50,3 +51,13 @@ def test_client_system_prompt_is_folded_into_one_system_message() -> None:
 def test_split_system_only_takes_leading_system_messages() -> None:
     conversation = [{"role": "user", "content": "q"}, {"role": "system", "content": "late"}]
     assert split_system(conversation) == (None, conversation)
+
+
+def test_conversation_first_is_the_proposer_prompt_then_the_drafts() -> None:
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q1"},
+                    {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    for client in (conversation, conversation[1:]):
+        messages = aggregator_messages(client, ["p1", "p2"], AggregationFormat.CONVERSATION_FIRST)
+        assert messages[:-1] == proposer_messages(client)  # the cached prefix, byte for byte
+        assert messages[-1] == {"role": "user", "content": REFERENCE_TEMPLATE + "\n1. p1\n2. p2"}
+    assert aggregator_messages(conversation, ["p"]) == aggregator_messages(conversation, ["p"], AggregationFormat.PAPER)

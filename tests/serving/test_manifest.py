@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from aft.cli import main
 from app.cli import settings_from_args
 from app.settings import Settings, with_manifest_defaults
-from serving.format import FORMAT_VERSION
+from serving.format import FORMAT_VERSION, AggregationFormat
 from serving.manifest import (
     Manifest,
     ManifestError,
@@ -36,7 +38,11 @@ def test_round_trip(tmp_path: Path) -> None:
                         data={"examples": 10})
     write_manifest(tmp_path, manifest)
     assert read_manifest(tmp_path) == manifest
-    assert json.loads((tmp_path / "aft.json").read_text())["format_version"] == FORMAT_VERSION
+    written = json.loads((tmp_path / "aft.json").read_text())
+    assert written["format_version"] == FORMAT_VERSION and written["format"] == "paper"
+    write_manifest(tmp_path, replace(manifest, format=AggregationFormat.CONVERSATION_FIRST))
+    assert json.loads((tmp_path / "aft.json").read_text())["format"] == "conversation-first"
+    assert read_manifest(tmp_path).format is AggregationFormat.CONVERSATION_FIRST  # type: ignore[union-attr]
     assert read_manifest(tmp_path / "missing") is None
 
 
@@ -44,6 +50,8 @@ def test_round_trip(tmp_path: Path) -> None:
     ({"format_version": FORMAT_VERSION + 1}, UnknownFormatVersion, f"format version {FORMAT_VERSION + 1}"),
     ({"recommended": {}}, ManifestError, "integer format_version"),
     ({"format_version": "1"}, ManifestError, "integer format_version"),
+    ({"format_version": 1, "format": "drafts-last"}, UnknownFormatVersion, "aggregation format 'drafts-last'"),
+    ({"format_version": 1, "format": ["paper"]}, UnknownFormatVersion, "aggregation format"),
     ({"format_version": 1, "recommended": {"proposal": 3}}, ManifestError, "unknown recommended field"),
     ({"format_version": 1, "recommended": {"proposals": 2.5}}, ManifestError, "proposals must be an integer"),
     ({"format_version": 1, "recommended": {"temperature": "hot"}}, ManifestError, "temperature must be a number"),
@@ -81,6 +89,19 @@ def test_recommendations_are_defaults_that_flags_and_env_override(tmp_path: Path
     settings = serve_settings(["--model", str(model), "--default-proposals", "7", "--port", "9002"])
     assert (settings.default_proposals, settings.temperature, settings.default_rounds) == (7, 0.6, 1)
     assert settings.port == 9002 and settings.model == str(model)  # everything else survives
+
+
+def test_the_format_sets_the_services_aggregation_prompts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint trained conversation-first is served so; one without a format, as the paper's;
+    a flag may say otherwise, and the log says it overrides what the checkpoint was trained on."""
+    old = checkpoint(tmp_path, {"format_version": 1})
+    assert serve_settings(["--model", str(old)]).aggregation_format is AggregationFormat.PAPER
+    first = checkpoint(tmp_path, {"format_version": 1, "format": "conversation-first"})
+    assert serve_settings(["--model", str(first)]).aggregation_format is AggregationFormat.CONVERSATION_FIRST
+    with caplog.at_level(logging.WARNING):
+        settings = serve_settings(["--model", str(first), "--aggregation-format", "paper"])
+    assert settings.aggregation_format is AggregationFormat.PAPER
+    assert "overrides aft.json's format conversation-first" in caplog.text
 
 
 def test_no_manifest_or_no_local_directory_changes_nothing(tmp_path: Path) -> None:

@@ -1,13 +1,14 @@
 """The propose-and-aggregate pipeline on a scripted backend."""
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
 
-from serving.backends.base import ResponseFormat, Sampling
+from serving.backends.base import PromptSize, ResponseFormat, Role, Sampling, Tools
 from serving.errors import InvalidRequest, UpstreamTimeout
-from serving.format import aggregation_system
+from serving.format import AGGREGATION_TEMPLATE, AggregationFormat, Message, aggregation_system
 from serving.pipeline import AnswerDelta, AnswerDone, LayerDone, Pipeline, PipelineParams
 from tests.fakes import ScriptedBackend
 
@@ -158,3 +159,30 @@ async def test_a_schema_the_backend_cannot_compile_is_refused_before_any_draft(s
         else:
             await Pipeline(backend).run(CONVERSATION, params)
     assert backend.calls == [] and backend.checked == [params.final_sampling]
+
+
+@pytest.mark.parametrize("subset", [None, 2])
+async def test_conversation_first_aggregations_start_with_the_proposer_prompt(subset: int | None) -> None:
+    """Every aggregation prompt of the conversation-first format repeats the proposer prompt before
+    its drafts (what an engine's prefix cache reuses), and the context budget counts that prompt."""
+    conversation = [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "What is 2+2?"}]
+    backend = ScriptedBackend(context_length=4096)
+    counted: list[list[Message]] = []
+    count = backend.prompt_size
+
+    async def prompt_size(role: Role, messages: Sequence[Message], tools: Tools | None = None) -> PromptSize | None:
+        counted.append(list(messages))
+        return await count(role, messages, tools)
+
+    backend.prompt_size = prompt_size  # type: ignore[method-assign]
+    pipeline = Pipeline(backend, aggregation_format=AggregationFormat.CONVERSATION_FIRST)
+    await pipeline.run(conversation, replace(params(3, 2), subset=subset))
+    proposer = backend.calls[0].messages
+    aggregations = backend.calls[1:]
+    assert len(aggregations) == (2 if subset is None else 4) and all(c.role == "aggregator" for c in aggregations)
+    for call in aggregations:
+        assert call.messages[:-1] == proposer
+        assert call.messages[-1]["role"] == "user" and call.messages[-1]["content"].startswith(AGGREGATION_TEMPLATE)
+    planned = counted[0]  # the budget's aggregation prompt, counted without its drafts
+    assert planned[:-1] == proposer and planned[-1]["content"].startswith(AGGREGATION_TEMPLATE)

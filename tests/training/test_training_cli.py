@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from aft.cli import main
+from serving.format import AGGREGATION_TEMPLATE, AggregationFormat
 from serving.manifest import read_manifest
 from tests.training.aft_fixtures import FIXTURES
-from training.rows import read_jsonl, summary_path, validate_jsonl, write_jsonl
+from training.rows import is_aft_row, read_jsonl, summary_path, validate_jsonl, write_jsonl
 
 
 def test_data_off_policy_writes_valid_rows_and_their_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,6 +68,30 @@ def test_train_from_yaml_with_flag_overrides_then_export(tiny_model: Path, rows_
                  "--top-p", "0.9"]) == 0
     again = read_manifest(tmp_path / "again")
     assert again is not None and again.recommended.as_dict() == {"proposals": 4, "top_p": 0.9}
+
+
+def test_a_conversation_first_checkpoint_from_data_to_aft_json(tiny_model: Path, tmp_path: Path) -> None:
+    """`aft data --format conversation-first` builds rows whose drafts follow the conversation; the
+    summary records it, and the checkpoint trained on them declares it in aft.json (`aft export
+    --format` may say otherwise)."""
+    rows = tmp_path / "cf.jsonl"
+    assert main(["data", "off-policy", str(FIXTURES / "ultrafeedback.jsonl"), "-o", str(rows), "--n", "2",
+                 "--sft-ratio", "0.5", "--format", "conversation-first"]) == 0
+    built = read_jsonl(rows)
+    aft = [row for row in built if is_aft_row(row)]
+    assert len(aft) == 4 and len(built) == 6
+    for row in aft:
+        assert row["prompt"][0] == {"role": "system", "content": "\n"}  # the proposer prompt comes first
+        assert row["prompt"][-1]["role"] == "user" and row["prompt"][-1]["content"].startswith(AGGREGATION_TEMPLATE)
+    assert json.loads(summary_path(rows).read_text())["format"] == "conversation-first"
+
+    assert main(["train", "--model", str(tiny_model), "--data", str(rows), "--output-dir", str(tmp_path / "run"),
+                 "--max-steps", "1", "--use-cpu", "--bf16", "false", "--gradient-checkpointing", "false",
+                 "--export-dir", str(tmp_path / "served")]) == 0
+    served = read_manifest(tmp_path / "served")
+    assert served is not None and served.format is AggregationFormat.CONVERSATION_FIRST
+    assert main(["export", str(tmp_path / "run" / "final"), str(tmp_path / "paper"), "--format", "paper"]) == 0
+    assert read_manifest(tmp_path / "paper").format is AggregationFormat.PAPER  # type: ignore[union-attr]
 
 
 @pytest.mark.integration
