@@ -3,13 +3,14 @@ prompts, and prompts that are the service's own, message for message and token f
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from serving.format import aggregator_messages
+from serving.format import AGGREGATION_TEMPLATE, aggregator_messages
 from tests.training.test_prompt_parity import CONVERSATION, DRAFTS, served_messages, service_ids
 from training.rewards import make_check
 from training.rl_data import RLGroup, RLMix, is_hard, rl_row, rl_rows, validate_rl_rows
@@ -126,3 +127,31 @@ def test_aft_data_rl_refuses_a_bad_reward_or_mix_before_any_engine_starts(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "rl.jsonl").exists()
+
+
+def test_aft_data_rl_builds_the_prompts_of_the_checkpoints_format(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversation-first checkpoint is trained on by reward in its own layout, unless told otherwise."""
+    import training.data_cli as data_cli
+    from aft.cli import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "aft.json").write_text('{"format_version": 1, "format": "conversation-first"}')
+    source = tmp_path / "queries.jsonl"
+    source.write_text("".join(f'{{"prompt": "Reverse {i}", "reference": "{i}"}}\n' for i in range(4)))
+
+    async def groups(args: Any, rows: Any, workdir: str) -> list[RLGroup]:
+        return [group(i, right=1, n=3, aggregations=3) for i in range(8)]
+
+    monkeypatch.setattr(data_cli, "_sample_rl", groups)
+    for flags, drafts_last in (([], True), (["--format", "paper"], False)):
+        out = tmp_path / f"rl{len(flags)}.jsonl"
+        assert main(["data", "rl", str(source), "-o", str(out), "--model", str(model), "--reward", "exact",
+                     "--hard-share", "1.0", *flags]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rows and all(row["prompt"][-1]["content"].startswith(AGGREGATION_TEMPLATE) is drafts_last
+                            for row in rows)
+        assert json.loads(out.with_suffix(".summary.json").read_text())["format"] == (
+            "conversation-first" if drafts_last else "paper")
