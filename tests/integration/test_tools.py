@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,7 @@ import pytest
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
 from tests.app.test_open_webui import CHAT_PAGE
-from tests.scripted_http import upstream
-from tests.tool_upstream import ARGUMENTS, CALL_ID, WEATHER_TOOL, ToolModel
+from tests.tool_upstream import ARGUMENTS, CALL_ID, WEATHER_TOOL
 
 pytestmark = pytest.mark.integration
 
@@ -32,36 +29,6 @@ TOOL_TURNS: list[Any] = [*QUESTION,
                              {"id": CALL_ID, "type": "function",
                               "function": {"name": "get_weather", "arguments": ARGUMENTS}}]},
                          {"role": "tool", "tool_call_id": CALL_ID, "content": "sunny, 21 C"}]
-
-
-@pytest.fixture(scope="module")
-def scripted_upstream() -> Iterator[str]:
-    """The scripted model on loopback, on its own event loop in a thread; yields its /v1 URL."""
-    loop = asyncio.new_event_loop()
-    started: asyncio.Future[str] = loop.create_future()
-    stopping = asyncio.Event()
-
-    async def serve() -> None:
-        async with upstream(ToolModel()) as server:
-            started.set_result(server.url + "/v1")
-            await stopping.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    url = asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(started), 10), loop).result()
-    yield url
-    loop.call_soon_threadsafe(stopping.set)
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def openai_service(scripted_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    command = aft_serve_command(port, "--backend", "openai", "--upstream-url", scripted_upstream, "--model", "m",
-                                "--served-model-name", "aft", "--enable-auto-tool-choice")
-    log = tmp_path_factory.mktemp("aft-tools-openai") / "server.log"
-    with running(command, f"http://127.0.0.1:{port}/health", log, timeout=60):
-        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture(scope="module")
