@@ -18,7 +18,8 @@ import logging
 import random
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,29 +81,41 @@ def _tokenizer_with_template(model: str, template: str, directory: str) -> str:
     return directory
 
 
-async def _sample_on_policy(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[Sample]:
-    from tqdm import tqdm
-
+@asynccontextmanager
+async def _drafting(args: argparse.Namespace, workdir: str) -> AsyncIterator[tuple[VLLMBackend, Sampling]]:
+    """--model on a started in-process engine, and the drafts' sampling the flags set."""
     tokenizer = _tokenizer_with_template(args.model, args.chat_template, workdir) if args.chat_template else None
     backend = VLLMBackend(engine_config(args, args.model, tokenizer=tokenizer, seed=args.seed))
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     await backend.start()
     try:
-        with tqdm(total=len(rows), desc="queries", unit="q") as bar:
-            return await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
-                                           concurrency=args.concurrency, progress=bar.update)
+        yield backend, Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     finally:
         await backend.close()
 
 
-def on_policy(args: argparse.Namespace) -> int:
+def _queries(args: argparse.Namespace) -> list[Row]:
+    """The source's rows, shuffled when asked; refuses a --model that is no checkpoint before any engine."""
     problem = checkpoint_problem(args.model)
     if problem:
         raise ValueError(f"--model {problem}")
-    args.format = args.format or AggregationFormat.PAPER
     rows = load_rows(args.source, split=args.split, name=args.name)
     if args.shuffle:
         random.Random(args.seed).shuffle(rows)
+    return rows
+
+
+async def _sample_on_policy(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[Sample]:
+    from tqdm import tqdm
+
+    async with _drafting(args, workdir) as (backend, sampling):
+        with tqdm(total=len(rows), desc="queries", unit="q") as bar:
+            return await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
+                                           concurrency=args.concurrency, progress=bar.update)
+
+
+def on_policy(args: argparse.Namespace) -> int:
+    rows = _queries(args)
+    args.format = args.format or AggregationFormat.PAPER
     rows = rows[:args.limit] if args.limit is not None else rows
     with tempfile.TemporaryDirectory() as workdir:
         samples = asyncio.run(_sample_on_policy(args, rows, workdir))
@@ -113,26 +126,17 @@ def on_policy(args: argparse.Namespace) -> int:
 
 
 async def _sample_rl(args: argparse.Namespace, rows: list[Row], workdir: str) -> list[RLGroup]:
-    tokenizer = _tokenizer_with_template(args.model, args.chat_template, workdir) if args.chat_template else None
-    backend = VLLMBackend(engine_config(args, args.model, tokenizer=tokenizer, seed=args.seed))
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
-    await backend.start()
-    try:
+    async with _drafting(args, workdir) as (backend, sampling):
         samples = await on_policy_samples(backend, rows, args.n, sampling, reference=args.reference,
                                           concurrency=args.concurrency)
         # The intermediate round samples as round 0 does (the pipeline's draft sampling).
         aggregations = (await sample_aggregations(backend, samples, sampling, concurrency=args.concurrency,
                                                   fmt=args.format)
                         if args.round2_share > 0 else [[] for _ in samples])
-    finally:
-        await backend.close()
     return groups_of(samples, aggregations)
 
 
 def rl(args: argparse.Namespace) -> int:
-    problem = checkpoint_problem(args.model)
-    if problem:
-        raise ValueError(f"--model {problem}")
     if args.sft_ratio:
         raise ValueError("--sft-ratio: RL rows are aggregation prompts only (GRPO has no plain targets)")
     # The prompts of the format the checkpoint was trained on, unless told otherwise.
@@ -141,9 +145,7 @@ def rl(args: argparse.Namespace) -> int:
     check = make_check(args.reward, format_reward=0.0)  # a bad spec is refused before the engine starts
     mix = RLMix(hard_share=args.hard_share, round2_share=args.round2_share, subset_share=args.subset_share,
                 subset_k=args.subset_k)
-    rows = load_rows(args.source, split=args.split, name=args.name)
-    if args.shuffle:
-        random.Random(args.seed).shuffle(rows)
+    rows = _queries(args)
     with tempfile.TemporaryDirectory() as workdir:
         groups = asyncio.run(_sample_rl(args, rows, workdir))
     built, summary = rl_rows(groups, check, mix, seed=args.seed, limit=args.limit, fmt=args.format)
@@ -182,6 +184,16 @@ def _common(parser: argparse.ArgumentParser, n: int) -> None:
                              "conversation's cached prefix; `aft export` records it in aft.json.")
 
 
+def _drafting_arguments(parser: argparse.ArgumentParser) -> None:
+    """How --model writes its drafts, and its engine."""
+    parser.add_argument("--chat-template", help="Jinja chat template for a model without one (use training's).")
+    parser.add_argument("--temperature", type=float, default=0.7, help="Draft temperature (reference: 0.7).")
+    parser.add_argument("--top-p", type=float, default=0.95, help="Draft top_p (reference: 0.95).")
+    parser.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each draft.")
+    parser.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
+    add_engine_arguments(parser)
+
+
 def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Build and validate AFT training rows.")
     commands = parser.add_subparsers(dest="data_command", required=True)
@@ -197,12 +209,7 @@ def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     _common(on, 5)
     on.add_argument("--model", required=True, help="Model that writes the proposals (the one being tuned).")
     on.add_argument("--reference", default="reference", help="Column holding the target answer.")
-    on.add_argument("--chat-template", help="Jinja chat template for a model without one (use training's).")
-    on.add_argument("--temperature", type=float, default=0.7, help="Proposal temperature (reference: 0.7).")
-    on.add_argument("--top-p", type=float, default=0.95, help="Proposal top_p (reference: 0.95).")
-    on.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each proposal.")
-    on.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
-    add_engine_arguments(on)
+    _drafting_arguments(on)
     on.set_defaults(handler=on_policy)
 
     rl_parser = commands.add_parser("rl", help="Prompts for `aft train --method grpo`: aggregations of on-policy "
@@ -219,12 +226,7 @@ def make_parser(prog: str = "aft data") -> argparse.ArgumentParser:
     rl_parser.add_argument("--subset-share", type=float, default=0.25,
                            help="Share of prompts that read --subset-k of the N drafts (default 0.25).")
     rl_parser.add_argument("--subset-k", type=int, default=3, help="Drafts a subset prompt reads (default 3).")
-    rl_parser.add_argument("--chat-template", help="Jinja chat template for a model without one.")
-    rl_parser.add_argument("--temperature", type=float, default=0.7, help="Draft temperature (reference: 0.7).")
-    rl_parser.add_argument("--top-p", type=float, default=0.95, help="Draft top_p (reference: 0.95).")
-    rl_parser.add_argument("--max-tokens", type=int, default=4096, help="Token limit of each draft.")
-    rl_parser.add_argument("--concurrency", type=int, default=64, help="Queries in flight at once.")
-    add_engine_arguments(rl_parser)
+    _drafting_arguments(rl_parser)
     rl_parser.set_defaults(handler=rl)
 
     check = commands.add_parser("validate", help="Check a rows file; the first bad line is named.")
