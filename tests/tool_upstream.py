@@ -16,13 +16,26 @@ import json
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 WEATHER_TOOL: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+RESPONSES_WEATHER_TOOL: Any = {"type": "function", **WEATHER_TOOL["function"]}
+"""The same tool as the Responses API defines one (no nested "function")."""
 ARGUMENTS = '{"city": "Paris"}'
 CALL_ID = "call_weather_1"
 DRAFT = "I would call get_weather for Paris."
+QUESTION = "What is the weather in Paris?"
+RESULT = "sunny, 21 C"
+"""What a test's get_weather returns."""
+
+
+class Weather(BaseModel):
+    """A structured answer (response_format / text_format / output_type) the scripted model fills."""
+
+    city: str
+    summary: str
 
 
 def example(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:

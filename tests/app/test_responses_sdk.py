@@ -10,22 +10,13 @@ from typing import Any
 import pytest
 from agents import Agent, RunConfig, Runner, function_tool
 from agents.models.openai_provider import OpenAIProvider
-from pydantic import BaseModel
 
 from tests.app.tool_service import Service, service_fixture  # noqa: F401 (the `service` fixture)
 from tests.fakes import MODEL
-from tests.tool_upstream import ARGUMENTS, CALL_ID
+from tests.tool_upstream import ARGUMENTS, CALL_ID, QUESTION, RESULT, Weather
+from tests.tool_upstream import RESPONSES_WEATHER_TOOL as TOOL
 
 AFT = {"aft": {"proposals": 2, "rounds": 1}}
-QUESTION = "What is the weather in Paris?"
-RESULT = "sunny, 21 C"
-TOOL: Any = {"type": "function", "name": "get_weather", "description": "Current weather in a city.",
-             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-class Weather(BaseModel):
-    city: str
-    summary: str
 
 
 @pytest.mark.parametrize("stream", [False, True])

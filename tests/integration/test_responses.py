@@ -19,20 +19,12 @@ from agents.models.openai_provider import OpenAIProvider
 from pydantic import BaseModel
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
-from tests.tool_upstream import ARGUMENTS, CALL_ID
+from tests.tool_upstream import ARGUMENTS, CALL_ID, QUESTION, RESULT, Weather
+from tests.tool_upstream import RESPONSES_WEATHER_TOOL as TOOL
 
 pytestmark = pytest.mark.integration
 
 AFT = {"aft": {"proposals": 2, "rounds": 1}}
-QUESTION = "What is the weather in Paris?"
-RESULT = "sunny, 21 C"
-TOOL: Any = {"type": "function", "name": "get_weather", "description": "Current weather in a city.",
-             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-class Weather(BaseModel):
-    city: str
-    summary: str
 
 
 @pytest.fixture
