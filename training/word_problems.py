@@ -35,11 +35,13 @@ Numbers = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Template:
-    """A story with numbered blanks, how to draw its numbers, and its answer from them."""
+    """A story with numbered blanks, how to draw its numbers, its answer from them, and the working
+    that gets there (one line of arithmetic, as a teacher would write it)."""
 
     text: str
     draw: Callable[[random.Random], Numbers]
     answer: Callable[[Numbers], int]
+    working: Callable[[Numbers], str]
 
 
 def _pair(low: int, high: int) -> Callable[[random.Random], Numbers]:
@@ -59,15 +61,16 @@ def _two_steps(rng: random.Random) -> Numbers:
 
 TEMPLATES: tuple[Template, ...] = (
     Template("{name} has {0} {item}. {pronoun} gets {1} more {item}. How many {item} does {name} have now?",
-             _pair(3, 40), lambda n: n[0] + n[1]),
+             _pair(3, 40), lambda n: n[0] + n[1], lambda n: f"{n[0]} + {n[1]} = {n[0] + n[1]}."),
     Template("{name} has {0} {item}. {pronoun} gives {1} of them to a friend. How many {item} does {name} have "
-             "now?", _difference, lambda n: n[0] - n[1]),
+             "now?", _difference, lambda n: n[0] - n[1], lambda n: f"{n[0]} - {n[1]} = {n[0] - n[1]}."),
     Template("There are {0} {item} in a box and {1} {item} in a bag. How many {item} are there in all?",
-             _pair(3, 40), lambda n: n[0] + n[1]),
+             _pair(3, 40), lambda n: n[0] + n[1], lambda n: f"{n[0]} + {n[1]} = {n[0] + n[1]}."),
     Template("{name} buys {0} bags with {1} {item} in each bag. How many {item} does {name} buy?",
-             _pair(2, 9), lambda n: n[0] * n[1]),
+             _pair(2, 9), lambda n: n[0] * n[1], lambda n: f"{n[0]} x {n[1]} = {n[0] * n[1]}."),
     Template("{name} has {0} {item}, gets {1} more, then loses {2}. How many {item} does {name} have now?",
-             _two_steps, lambda n: n[0] + n[1] - n[2]),
+             _two_steps, lambda n: n[0] + n[1] - n[2],
+             lambda n: f"{n[0]} + {n[1]} = {n[0] + n[1]}, and {n[0] + n[1]} - {n[2]} = {n[0] + n[1] - n[2]}."),
 )
 
 INSTRUCTION = "Answer with the number."
@@ -86,25 +89,31 @@ class WordProblemTask(HeldOutSplit):
         return sum((i + 1) * ord(c) for i, c in enumerate(question)) * 2654435761 % 4 == 0
 
     @staticmethod
-    def draw(rng: random.Random) -> tuple[str, int]:
-        """One question (with INSTRUCTION) and its answer."""
+    def draw(rng: random.Random) -> tuple[str, int, str]:
+        """One question (with INSTRUCTION), its answer, and its worked solution (`reference_answer`)."""
         template = rng.choice(TEMPLATES)
         numbers = template.draw(rng)
         name = rng.choice(NAMES)
         pronoun = "She" if name in ("Mia", "Ava", "Zoe", "Lily", "Emma", "Ella") else "He"
         story = template.text.format(*numbers, name=name, pronoun=pronoun, item=rng.choice(ITEMS))
-        return f"{story} {INSTRUCTION}", template.answer(numbers)
+        answer = template.answer(numbers)
+        return f"{story} {INSTRUCTION}", answer, reference_answer(str(answer), template.working(numbers))
 
-    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+    def drawn(self, n: int, seed: int, *, held_out: bool) -> list[tuple[str, int, str]]:
+        """`n` distinct (question, answer, worked solution), held out or training ones."""
         rng = random.Random(seed)
-        problems: list[Problem] = []
+        drawn: list[tuple[str, int, str]] = []
         seen: set[str] = set()
-        while len(problems) < n:
-            question, answer = self.draw(rng)
+        while len(drawn) < n:
+            question, answer, solution = self.draw(rng)
             if self.is_held_out(question) == held_out and question not in seen:
                 seen.add(question)
-                problems.append(Problem([{"role": "user", "content": question}], str(answer)))
-        return problems
+                drawn.append((question, answer, solution))
+        return drawn
+
+    def _problems(self, n: int, seed: int, *, held_out: bool) -> list[Problem]:
+        return [Problem([{"role": "user", "content": question}], str(answer))
+                for question, answer, _ in self.drawn(n, seed, held_out=held_out)]
 
     def extract(self, text: str) -> str | None:
         """The last whole number of a response ("1,200" read as 1200), or None when it gives none."""
@@ -120,15 +129,17 @@ def last_number(text: str) -> str | None:
     return str(int(numbers[-1])) if numbers else None
 
 
-def reference_answer(answer: str) -> str:
-    """The training target for a problem whose answer is `answer`: one short sentence ending in it."""
-    return f"The answer is {answer}."
+def reference_answer(answer: str, working: str) -> str:
+    """The training target for a problem whose answer is `answer`: its working, then the answer.
+    With the working a small model learns to compute before it answers; "The answer is N." alone
+    taught SmolLM2 to guess (docs/results.md)."""
+    return f"{working} The answer is {answer}."
 
 
 def write_queries(path: str | Path, n: int, seed: int) -> int:
     """`n` training problems as `aft data on-policy` queries (prompt, reference); returns how many."""
-    rows = [{"prompt": p.conversation[-1]["content"], "reference": reference_answer(p.answer), "answer": p.answer}
-            for p in WordProblemTask().training_problems(n, seed)]
+    rows = [{"prompt": question, "reference": solution, "answer": str(answer)}
+            for question, answer, solution in WordProblemTask().drawn(n, seed, held_out=False)]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return len(rows)

@@ -78,7 +78,7 @@ def test_scoring_a_restated_question_counts_the_answer_not_the_operands() -> Non
     assert count_correct(task, [problem], [wrong]) == 0
     assert count_votes_correct(task, [problem], [[wrong, restated, restated]]) == 1
     assert count_any_correct(task, [problem], [[wrong, wrong, restated]]) == 1
-    assert task.extract(reference_answer(problem.answer)) == problem.answer
+    assert task.extract(reference_answer(problem.answer, "2 + 3 = 5.")) == problem.answer
 
 
 def test_aft_eval_takes_the_task_by_name() -> None:
@@ -93,7 +93,23 @@ def test_the_training_queries_are_rows_aft_data_on_policy_reads(tmp_path: Path) 
     assert len(rows) == 20
     held_out = {p.conversation[0]["content"] for p in WordProblemTask().problems(500, 1000)}
     for row in rows:
-        assert row["reference"] == reference_answer(row["answer"])
+        working, _, said = row["reference"].rpartition(" The answer is ")
+        assert said == row["answer"] + "." and working.endswith(f"= {row['answer']}.")  # worked, then answered
+        numbers = _numbers(row["prompt"])
+        assert all(str(n) in working for n in numbers)  # the working uses the question's own numbers
         assert not WordProblemTask.is_held_out(row["prompt"])
         assert row["prompt"] not in held_out
 
+
+
+FIRST_HELD_OUT = ("There are 8 apples in a box and 3 apples in a bag. How many apples are there in all? "
+                  "Answer with the number.")
+"""Seed 1000's first held-out problem before the worked solutions were added."""
+
+
+def test_the_held_out_problems_are_those_the_baseline_was_measured_on() -> None:
+    """Adding the worked solutions draws nothing more from the generator: seed 1000's held-out
+    problems are still those of docs/results.md's SmolLM2 table."""
+    problems = WordProblemTask().problems(300, 1000)
+    assert len({p.conversation[0]["content"] for p in problems}) == 300
+    assert problems[0].conversation[0]["content"] == FIRST_HELD_OUT
