@@ -16,6 +16,7 @@ from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.responses.service import ResponsesService
 from app.settings import Settings
+from serving.backends.base import Backend
 
 
 async def get_settings(request: Request) -> Settings:
@@ -38,6 +39,11 @@ async def get_responses(request: Request) -> ResponsesService:
     return responses
 
 
+async def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
 async def get_lifecycle(request: Request) -> Lifecycle:
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
@@ -57,4 +63,5 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 ResponsesDep = Annotated[ResponsesService, Depends(get_responses)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
 JSONBody = Annotated[None, Depends(require_json)]

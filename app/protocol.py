@@ -225,6 +225,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "aft"
+    max_model_len: int | None = None
+    """The context length in tokens (prompt and answer), as `vllm serve` reports it; None: not known."""
 
 
 class ModelList(BaseModel):

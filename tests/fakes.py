@@ -72,6 +72,9 @@ class ScriptedBackend:
         if self.error is not None and self.fail_on_call is None:
             raise self.error
 
+    async def model_context(self) -> int | None:
+        return self.context_length
+
     def tokens(self, messages: Sequence[Message]) -> int:
         return sum(self.count_tokens(m["content"]) for m in messages)
 

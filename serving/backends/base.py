@@ -205,3 +205,8 @@ class Backend(Protocol):
     async def check_health(self) -> None:
         """Raise BackendError when the backend cannot serve."""
         ...
+
+    async def model_context(self) -> int | None:
+        """The answering (aggregator) model's context length in tokens when known (the engine's
+        max_model_len, or what an upstream's /models declares), else None. Never raises."""
+        ...

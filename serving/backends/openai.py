@@ -319,6 +319,17 @@ class OpenAIBackend:
             self._cannot_count_once(target, f"unexpected /tokenize answer ({exc!r})")
             return None
 
+    async def model_context(self) -> int | None:
+        """What the aggregator's upstream declares in /models (asked once), None when it declares none
+        or cannot be asked now."""
+        target = self._targets.get("aggregator")
+        if target is None:
+            return None
+        try:
+            return await self._context_length(target)
+        except BackendError:
+            return None
+
     async def _context_length(self, target: Target) -> int | None:
         """The context `target`'s model declares in /models (asked once; None if it declares none)."""
         if target.max_model_len is not None:

@@ -126,6 +126,10 @@ class VLLMBackend:
         _ = self.engine  # raises unless running
         return self._max_model_len
 
+    async def model_context(self) -> int | None:
+        """The engine's max_model_len once it runs."""
+        return self._max_model_len if self._engine is not None else None
+
     async def start(self) -> None:
         """Build the engine (loads weights, profiles memory; tens of seconds)."""
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -102,12 +102,15 @@ async def test_error_mid_stream_is_one_error_event_then_done(
     assert error["message"] == "aggregator upstream timed out after 5 s" and error["type"] == "server_error"
 
 
-async def test_models_and_health(client: httpx.AsyncClient) -> None:
+async def test_models_and_health(client: httpx.AsyncClient, backend: ScriptedBackend) -> None:
     models = (await client.get("/v1/models")).json()
-    assert models == {"object": "list", "data": [
-        {"id": MODEL, "object": "model", "created": models["data"][0]["created"], "owned_by": "aft"}]}
+    assert models == {"object": "list", "data": [{"id": MODEL, "object": "model", "created": models["data"][0][
+        "created"], "owned_by": "aft", "max_model_len": None}]}  # a backend that knows no context
     assert (await client.get(f"/v1/models/{MODEL}")).status_code == 200
     assert (await client.get("/health")).json() == {"status": "ok"}
+    backend.context_length = 8192  # as vLLM's engine knows its own, or an upstream declares it
+    assert (await client.get("/v1/models")).json()["data"][0]["max_model_len"] == 8192
+    assert (await client.get(f"/v1/models/{MODEL}")).json()["max_model_len"] == 8192
 
 
 async def test_metrics_count_requests_and_tokens(client: httpx.AsyncClient) -> None:

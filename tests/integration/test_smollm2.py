@@ -68,7 +68,9 @@ def test_checkpoint_serves_with_its_own_context_and_template(smollm2: Path, clie
     assert "<|im_start|>" in template  # ChatML, from the GGUF file
     assert json.loads((smollm2 / "config.json").read_text())["vocab_size"] == 49152
     assert not (smollm2 / "aft.json").exists()  # not aggregation fine-tuned: the service's defaults apply
-    # The engine's context is the model's own: a prompt past it is refused (before the engine runs) naming it.
+    # The engine's context is the model's own, listed as `vllm serve` lists it ...
+    assert client.models.list().data[0].model_extra["max_model_len"] == CONTEXT  # type: ignore[index]
+    # ... and a prompt past it is refused (before the engine runs) naming it.
     with pytest.raises(openai.BadRequestError, match=f"context length is {CONTEXT}"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "seven " * 9000}],
                                        max_tokens=8)

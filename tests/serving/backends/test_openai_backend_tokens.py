@@ -90,3 +90,16 @@ async def test_tool_definitions_are_counted_with_the_prompt(ups: Upstreams) -> N
     tools = Tools(({"type": "function", "function": {"name": "get_time"}},), "none")
     assert await backend.prompt_size("proposer", MESSAGES, tools) == PromptSize(90, 4096)
     assert json.loads(seen[-1].content)["tools"] == list(tools.definitions)
+
+
+async def test_the_model_context_is_the_aggregators_upstreams_declared_one(ups: Upstreams) -> None:
+    """What /v1/models reports as max_model_len: the aggregator upstream's declared context, asked
+    once; None where it declares none or cannot be asked."""
+    seen, declared = vllm_like([{"id": "m", "max_model_len": 8192}])
+    silent = vllm_like([{"id": "p"}])[1]
+    backend = await ups.backend(Upstream(await ups.serve(silent), "p"), Upstream(await ups.serve(declared), "m"))
+    assert await backend.model_context() == 8192
+    assert await backend.model_context() == 8192 and len(seen) == 1
+    assert await (await ups.make(silent, model="p")).model_context() is None
+    gone = await ups.backend(Upstream("http://127.0.0.1:9/v1", "m"))
+    assert await gone.model_context() is None
