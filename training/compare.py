@@ -2,10 +2,13 @@
 
     python -m training.compare docs/toy/rl/multiplication/seed-0/aft docs/toy/rl/multiplication/seed-0/rl \\
         --out docs/toy/rl/multiplication/seed-0/compare.md
+    python -m training.compare --seeds docs/toy/rl/reversal --out docs/toy/rl/reversal/seeds.md
 
 For every propose-and-aggregate row both runs measured (N, rounds, K of N), the accuracy of each with
 its Wilson 95% interval, the difference, and generated tokens per correct answer; then the model
 answering directly. Both runs must have evaluated the same problems (same --seed and --problems).
+With `--seeds DIR`, the pairs DIR/seed-*/aft and DIR/seed-*/rl (`make toy-rl`) pooled: each row's
+accuracy at every seed, their mean and spread (highest minus lowest), AFT only and after RL.
 """
 
 from __future__ import annotations
@@ -62,18 +65,59 @@ def compare_table(aft: dict[str, Any], rl: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _accuracies(result: dict[str, Any]) -> dict[tuple[int, int, str], float]:
+    rows = {key: row["accuracy"] for row in result["rows"] if (key := _key(row))}
+    direct = next((r for r in result["rows"] if r["method"] == "AFT, answering directly"), None)
+    if direct is not None:
+        rows[(1, 0, "answering directly")] = direct["accuracy"]
+    return rows
+
+
+def _pooled(values: Sequence[float]) -> str:
+    by_seed = " / ".join(f"{100 * v:.1f}" for v in values)
+    return f"{by_seed} | {100 * sum(values) / len(values):.1f}% | {100 * (max(values) - min(values)):.1f}"
+
+
+def seeds_table(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """Markdown: for every row all runs hold, its accuracy at each seed (in the order given), the mean
+    and the spread, AFT only and after RL."""
+    aft = [_accuracies(a) for a, _ in runs]
+    rl = [_accuracies(r) for _, r in runs]
+    keys = [key for key in aft[0] if all(key in run for run in (*aft, *rl))]
+    lines = ["| N | rounds | reads | AFT only, by seed | mean | spread | AFT + RL, by seed | mean | spread |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key in keys:
+        n, rounds, reads = key
+        lines.append(f"| {n} | {rounds} | {reads} | {_pooled([run[key] for run in aft])} | "
+                     f"{_pooled([run[key] for run in rl])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(source: str | Path) -> dict[str, Any]:
+    path = Path(source)
+    result: dict[str, Any] = json.loads((path / "results.json" if path.is_dir() else path).read_text())
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("aft", help="Results directory (or results.json) of the AFT-only model.")
-    parser.add_argument("rl", help="Results directory (or results.json) of the model after RL.")
+    parser.add_argument("aft", nargs="?", help="Results directory (or results.json) of the AFT-only model.")
+    parser.add_argument("rl", nargs="?", help="Results directory (or results.json) of the model after RL.")
+    parser.add_argument("--seeds", help="A directory of seed-*/aft and seed-*/rl results, pooled over the seeds.")
     parser.add_argument("--out", help="Also write the table here.")
     args = parser.parse_args(argv)
-    loaded = []
-    for source in (args.aft, args.rl):
-        path = Path(source)
-        loaded.append(json.loads((path / "results.json" if path.is_dir() else path).read_text()))
+    if (args.seeds is None) == (args.aft is None or args.rl is None):
+        parser.error("give AFT and RL results, or --seeds DIR")
     try:
-        table = compare_table(*loaded)
+        if args.seeds:
+            seeds = sorted(Path(args.seeds).glob("seed-*/"), key=lambda p: int(p.name.split("-")[1]))
+            seeds = [s for s in seeds if (s / "aft").is_dir() and (s / "rl").is_dir()]
+            if not seeds:
+                raise ValueError(f"{args.seeds}: no seed-*/aft and seed-*/rl results")
+            print(f"seeds: {', '.join(s.name for s in seeds)}")
+            table = seeds_table([(_load(s / "aft"), _load(s / "rl")) for s in seeds])
+        else:
+            table = compare_table(_load(args.aft), _load(args.rl))
     except ValueError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2

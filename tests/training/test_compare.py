@@ -42,3 +42,21 @@ def test_runs_over_different_problems_are_refused(tmp_path: Path, capsys: pytest
         (tmp_path / name / "results.json").write_text(json.dumps(data))
     assert main([str(tmp_path / "aft"), str(tmp_path / "rl")]) == 2
     assert "different problems (100 and 50)" in capsys.readouterr().err
+
+
+def test_seeds_are_pooled_into_each_rows_values_mean_and_spread(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for seed, (aft, rl) in enumerate(((80, 82), (60, 70), (70, 90))):
+        for name, correct in (("aft", aft), ("rl", rl)):
+            (tmp_path / f"seed-{seed}" / name).mkdir(parents=True)
+            (tmp_path / f"seed-{seed}" / name / "results.json").write_text(json.dumps(results(correct)))
+    (tmp_path / "seed-3" / "aft").mkdir(parents=True)  # a seed still running: left out
+    assert main(["--seeds", str(tmp_path), "--out", str(tmp_path / "seeds.md")]) == 0
+    lines = (tmp_path / "seeds.md").read_text().splitlines()
+    assert lines[2] == "| 5 | 2 | all | 80.0 / 60.0 / 70.0 | 70.0% | 20.0 | 82.0 / 70.0 / 90.0 | 80.7% | 20.0 |"
+    assert lines[3].startswith("| 5 | 2 | K=3 | 70.0 / 50.0 / 60.0 | 60.0% | 20.0 |")
+    assert lines[4].startswith("| 1 | 0 | answering directly | 38.0 / 38.0 / 38.0 | 38.0% | 0.0 |")
+    assert "seed-0, seed-1, seed-2" in capsys.readouterr().out
+    assert main(["--seeds", str(tmp_path / "seed-3")]) == 2  # nothing to pool is an error, not an empty table
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])  # one run alone is neither form
