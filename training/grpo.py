@@ -25,7 +25,7 @@ from training.rewards import Check, make_check, reward_function
 from training.rl_config import RLConfig
 from training.rl_data import validate_rl_rows
 from training.rows import DataError, read_jsonl
-from training.trainer_setup import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint
+from training.trainer_setup import load_tokenizer, lora_config, resume_checkpoint, training_arguments
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainerCallback
@@ -43,20 +43,13 @@ def grpo_config(config: TrainConfig, rl: RLConfig) -> GRPOConfig:
     if per_step % rl.num_generations:
         raise ValueError(f"batch_size x grad_accumulation ({per_step}) must be a multiple of num_generations "
                          f"({rl.num_generations}): a step holds whole groups")
-    extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
     return GRPOConfig(
-        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accumulation, warmup_steps=config.warmup,
-        lr_scheduler_type=config.scheduler, weight_decay=config.weight_decay, seed=config.seed,
-        gradient_checkpointing=config.gradient_checkpointing, bf16=bf16_enabled(config.bf16), use_cpu=config.use_cpu,
-        logging_steps=config.logging_steps, save_steps=config.save_steps, report_to=config.report_to,
-        model_init_kwargs={"dtype": config.model_dtype},
+        **training_arguments(config),
         num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
         temperature=rl.rl_temperature, top_p=rl.rl_top_p, beta=rl.beta, epsilon=rl.epsilon,
         num_iterations=rl.num_iterations, loss_type=rl.loss_type, scale_rewards=rl.scale_rewards,
         # The rows' other fields (answer, round, hard...) reach the reward function.
-        remove_unused_columns=False, **extra)
+        remove_unused_columns=False)
 
 
 def _fitting(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int | None) -> list[Any]:

@@ -18,12 +18,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from training.config import TRAIN_RECORD, TrainConfig, parse_run
 from training.export import export
 from training.rows import read_jsonl, validate_jsonl
-from training.trainer_setup import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint
+from training.trainer_setup import bf16_enabled, load_tokenizer, lora_config, resume_checkpoint, training_arguments
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -40,18 +40,11 @@ def sft_config(config: TrainConfig) -> SFTConfig:
     """TRL's SFTConfig for this run."""
     from trl.trainer.sft_config import SFTConfig
 
-    extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
     return SFTConfig(
-        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
-        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accumulation, max_length=config.max_length,
-        warmup_steps=config.warmup, lr_scheduler_type=config.scheduler, weight_decay=config.weight_decay,
-        seed=config.seed, gradient_checkpointing=config.gradient_checkpointing, bf16=bf16_enabled(config.bf16),
-        use_cpu=config.use_cpu, logging_steps=config.logging_steps, save_steps=config.save_steps,
-        report_to=config.report_to, model_init_kwargs={"dtype": config.model_dtype},
+        **training_arguments(config), max_length=config.max_length,
         # Explicit although it is TRL's default for prompt/completion rows: the loss must never
         # fall on the drafts or the template, only on the aggregation.
-        completion_only_loss=True, **extra,
+        completion_only_loss=True,
     )
 
 

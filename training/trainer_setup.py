@@ -1,11 +1,11 @@
-"""What SFT (training/train.py) and GRPO (training/grpo.py) runs set up alike: precision, tokenizer,
-LoRA, and the checkpoint to resume from."""
+"""What SFT (training/train.py) and GRPO (training/grpo.py) runs set up alike: the trainer's
+arguments from TrainConfig, precision, tokenizer, LoRA, and the checkpoint to resume from."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.config import TrainConfig
 
@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+
+def training_arguments(config: TrainConfig) -> dict[str, Any]:
+    """The transformers TrainingArguments both TRL configs take from TrainConfig: optimizer, schedule,
+    precision, logging and checkpoints."""
+    extra: dict[str, Any] = {"save_total_limit": config.save_total_limit} if config.save_total_limit else {}
+    return dict(
+        output_dir=config.output_dir, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accumulation, warmup_steps=config.warmup,
+        lr_scheduler_type=config.scheduler, weight_decay=config.weight_decay, seed=config.seed,
+        gradient_checkpointing=config.gradient_checkpointing, bf16=bf16_enabled(config.bf16), use_cpu=config.use_cpu,
+        logging_steps=config.logging_steps, save_steps=config.save_steps, report_to=config.report_to,
+        model_init_kwargs={"dtype": config.model_dtype}, **extra)
 
 
 def bf16_enabled(setting: str) -> bool:
