@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,7 @@ class Service:
 
     def engine_requests(self) -> float:
         text = httpx.get(self.metrics_url, timeout=10).text
-        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-                   if s.name == "vllm:request_params_n_count")
+        return metric_sum(text, "vllm:request_params_n_count")
 
 
 @pytest.fixture(scope="module")

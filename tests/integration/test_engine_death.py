@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,7 @@ class Service:
         deadline = time.monotonic() + 60
         while True:
             text = (await client.get("/metrics")).text
-            admitted = sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-                           if s.name == "aft_requests_in_flight")
+            admitted = metric_sum(text, "aft_requests_in_flight")
             if admitted >= count:
                 return
             assert time.monotonic() < deadline, f"{admitted} of {count} requests admitted"

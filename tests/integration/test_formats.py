@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,8 @@ def conversation_first(tiny_model: Path, tmp_path_factory: pytest.TempPathFactor
 def cache(port: int) -> dict[str, float]:
     """vLLM's prefix-cache counters on the service's /metrics: tokens looked up, and found."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    names = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_hits_total": "hits"}
-    counts = dict.fromkeys(names.values(), 0.0)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in names:
-                counts[names[sample.name]] += sample.value
-    return counts
+    return {"queries": metric_sum(text, "vllm:prefix_cache_queries_total"),
+            "hits": metric_sum(text, "vllm:prefix_cache_hits_total")}
 
 
 def answer_hits(port: int) -> tuple[float, int]:

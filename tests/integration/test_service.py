@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,7 @@ class Service:
     def engine(self, name: str, **labels: str) -> float:
         """Sum of the samples of an engine metric whose labels include `labels`."""
         text = httpx.get(self.engine_metrics_url, timeout=10).text
-        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-                   if s.name == name and labels.items() <= s.labels.items())
+        return metric_sum(text, name, **labels)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import openai
 import pytest
 from agents import Agent as AgentsAgent
 from agents import OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent, NativeOutput
 from pydantic_ai.models.openai import OpenAIChatModel
@@ -27,6 +26,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 from scripts.demo import SHIPPED_MODEL
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -132,5 +132,4 @@ async def test_a_forced_call_whose_parameters_the_engine_cannot_compile_is_a_400
 def _engine_requests(url: str) -> float:
     """Requests the engine was given (vLLM's own count: one per request, whatever its n)."""
     text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == "vllm:request_params_n_count")
+    return metric_sum(text, "vllm:request_params_n_count")

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launch import CPU_ENGINE_ENV, CPU_ENGINE_FLAGS, aft_serve_command, free_port, running
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,7 @@ def port(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def engine_requests(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == "vllm:request_params_n_count")
+    return metric_sum(text, "vllm:request_params_n_count")
 
 
 def test_each_aggregation_of_a_subset_round_is_its_own_engine_request(port: int) -> None:

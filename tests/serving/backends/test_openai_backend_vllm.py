@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.backends.base import PromptSize, Sampling
 from serving.backends.openai import OpenAIBackend
 from serving.backends.openai_target import Upstream
 from serving.errors import ContextLengthExceeded, UpstreamUnavailable
 from serving.format import Message
+from tests.prometheus_text import metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,7 @@ async def engine_metric(base_url: str, name: str, **labels: str) -> float:
     """Sum of the samples of one of vLLM's metrics whose labels include `labels`."""
     async with httpx.AsyncClient() as client:
         text = (await client.get(base_url.removesuffix("/v1") + "/metrics")).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == name and labels.items() <= s.labels.items())
+    return metric_sum(text, name, **labels)
 
 
 @pytest.fixture
