@@ -8,7 +8,8 @@ For every propose-and-aggregate row both runs measured (N, rounds, K of N), the 
 its Wilson 95% interval, the difference, and generated tokens per correct answer; then the model
 answering directly. Both runs must have evaluated the same problems (same --seed and --problems).
 With `--seeds DIR`, the pairs DIR/seed-*/aft and DIR/seed-*/rl (`make toy-rl`) pooled: each row's
-accuracy at every seed, their mean and spread (highest minus lowest), AFT only and after RL.
+accuracy at every seed, their mean and spread (highest minus lowest), AFT only and after RL;
+`--rl-name` pools another RL stage's directories instead (seed-*/rl-long, say).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("aft", nargs="?", help="Results directory (or results.json) of the AFT-only model.")
     parser.add_argument("rl", nargs="?", help="Results directory (or results.json) of the model after RL.")
     parser.add_argument("--seeds", help="A directory of seed-*/aft and seed-*/rl results, pooled over the seeds.")
+    parser.add_argument("--rl-name", default="rl",
+                        help="With --seeds: the RL results' directory name in each seed-* (default: rl).")
     parser.add_argument("--out", help="Also write the table here.")
     args = parser.parse_args(argv)
     if (args.seeds is None) == (args.aft is None or args.rl is None):
@@ -111,11 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.seeds:
             seeds = sorted(Path(args.seeds).glob("seed-*/"), key=lambda p: int(p.name.split("-")[1]))
-            seeds = [s for s in seeds if (s / "aft").is_dir() and (s / "rl").is_dir()]
+            seeds = [s for s in seeds if (s / "aft").is_dir() and (s / args.rl_name).is_dir()]
             if not seeds:
-                raise ValueError(f"{args.seeds}: no seed-*/aft and seed-*/rl results")
+                raise ValueError(f"{args.seeds}: no seed-*/aft and seed-*/{args.rl_name} results")
             print(f"seeds: {', '.join(s.name for s in seeds)}")
-            table = seeds_table([(_load(s / "aft"), _load(s / "rl")) for s in seeds])
+            table = seeds_table([(_load(s / "aft"), _load(s / args.rl_name)) for s in seeds])
         else:
             table = compare_table(_load(args.aft), _load(args.rl))
     except ValueError as exc:

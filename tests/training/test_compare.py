@@ -60,3 +60,15 @@ def test_seeds_are_pooled_into_each_rows_values_mean_and_spread(tmp_path: Path,
     assert main(["--seeds", str(tmp_path / "seed-3")]) == 2  # nothing to pool is an error, not an empty table
     with pytest.raises(SystemExit):
         main([str(tmp_path)])  # one run alone is neither form
+
+
+def test_seeds_compare_another_rl_stage_by_its_directory_name(tmp_path: Path) -> None:
+    for seed, (aft, rl, longer) in enumerate(((80, 82, 90), (60, 70, 88))):
+        for name, correct in (("aft", aft), ("rl", rl), ("rl-long", longer)):
+            (tmp_path / f"seed-{seed}" / name).mkdir(parents=True)
+            (tmp_path / f"seed-{seed}" / name / "results.json").write_text(json.dumps(results(correct)))
+    (tmp_path / "seed-2" / "aft").mkdir(parents=True)
+    (tmp_path / "seed-2" / "rl").mkdir()  # this seed has no rl-long: left out
+    assert main(["--seeds", str(tmp_path), "--rl-name", "rl-long", "--out", str(tmp_path / "seeds.md")]) == 0
+    lines = (tmp_path / "seeds.md").read_text().splitlines()
+    assert lines[2] == "| 5 | 2 | all | 80.0 / 60.0 | 70.0% | 20.0 | 90.0 / 88.0 | 89.0% | 2.0 |"
