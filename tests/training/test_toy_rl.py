@@ -17,9 +17,12 @@ def test_rl_steps_reach_the_recipe_and_default_to_none(tmp_path: Path, monkeypat
     seen: list[Any] = []
     monkeypatch.setattr(toy, "run_recipe", lambda out, config, work_dir: seen.append(config))
     assert toy.main(["--task", "reversal", "--out", str(tmp_path / "m"), "--no-eval", "--rl-steps", "9",
-                     "--rl-learning-rate", "1e-4", "--rl-queries", "50"]) == 0
+                     "--rl-learning-rate", "1e-4", "--rl-queries", "50", "--rl-proposals", "1,3"]) == 0
     (config,) = seen
     assert (config.rl_steps, config.rl_learning_rate, config.rl_queries, config.task) == (9, 1e-4, 50, "reversal")
+    assert config.rl_proposals == (1, 3)
+    with pytest.raises(SystemExit):
+        toy.main(["--out", str(tmp_path / "m"), "--rl-proposals", "3,none"])
 
 
 def test_rl_from_runs_the_stage_alone_and_evaluates_against_its_start(tmp_path: Path,
