@@ -248,7 +248,7 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
     parser.add_argument("--rl-proposals", type=_sizes, metavar="N,N,...",
                         help="Recipe: the draft counts an RL prompt reads, one drawn a query (default: the recipe's).")
     parser.add_argument("--rl-from", metavar="AFT_DIR",
-                        help="Run only the RL stage (--rl-steps, default 200), from this exported AFT checkpoint of "
+                        help="Run only the RL stage (--rl-steps, default 400), from this exported AFT checkpoint of "
                              "the task's recipe, into OUT; the evaluation's baseline is then AFT_DIR itself.")
     parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
     return parser
@@ -264,7 +264,7 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-RL_FROM_STEPS = 200
+RL_FROM_STEPS = 400
 """GRPO steps of `aft toy --rl-from` when --rl-steps is not given."""
 
 EVAL_SEED = 1000
