@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test race unit integration demo playground smollm2 toy toy-reversal toy-rl toy-ship lint bench soak clean
+.PHONY: install test race unit integration demo playground smollm2 toy toy-reversal toy-rl toy-ship toy-results lint bench soak clean
 
 install: $(STAMP)
 
@@ -51,10 +51,10 @@ smollm2: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m training.smollm2
 
 # The AFT recipe from scratch on this machine (training/toy.py), then `aft eval`:
-# rebuilds models/toy and writes docs/toy/results.{json,md} and accuracy.png.
+# rebuilds models/toy and writes its evaluation to models/toy-results (docs/toy holds the shipped model's).
 toy: install
 	VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m training.toy --force \
-		--out models/toy --results docs/toy
+		--out models/toy --results models/toy-results
 
 # The second toy task, where drafts slip at random places and N matters (training.toy RECIPES["reversal"]):
 # rebuilds models/toy-reversal and writes docs/toy/reversal/results.{json,md}, accuracy.png and tokens.png.
@@ -65,11 +65,12 @@ toy-reversal: install
 # A toy recipe with an RL stage after AFT (GRPO rewarded by the task's check, training/toy_rl.py), then
 # `aft eval` of the AFT export and of the RL model on the same problems (N = 1, 3, 5, 8; one and two
 # rounds; K = 3 subsets): docs/toy/rl/TASK/seed-SEED/{aft,rl}. `make toy-rl TASK=multiplication SEED=1`.
+# RL_STEPS=40 is the shorter stage of docs/results.md.
 TASK ?= reversal
 SEED ?= 0
-RL_STEPS ?= 40
-RL_RUN := models/toy-rl-$(TASK)-s$(SEED)
-RL_EVAL := VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m aft eval --task $(TASK) \
+RL_STEPS ?= 400
+RL_RUN = models/toy-rl-$(TASK)-s$(SEED)
+RL_EVAL = VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m aft eval --task $(TASK) \
 	--problems 500 --proposals 1,3,5,8 --rounds 1,2 --subset 3 --max-tokens $(if $(filter multiplication,$(TASK)),24,32) \
 	--dtype float32 --max-model-len 512 --gpu-memory-utilization 0.3 --max-num-seqs 256 --baseline $(RL_RUN)-work/sft/final
 toy-rl: install
@@ -78,15 +79,22 @@ toy-rl: install
 	$(RL_EVAL) --model $(RL_RUN)-work/aft-export --out docs/toy/rl/$(TASK)/seed-$(SEED)/aft
 	$(RL_EVAL) --model $(RL_RUN) --out docs/toy/rl/$(TASK)/seed-$(SEED)/rl
 
-# models/toy (built by `make toy` if absent) becomes the shipped demo model, checkpoints/toy:
-# the export holds only what `aft serve` reads, a few MB, committed as plain files.
-toy-ship: models/toy/aft.json
+# The shipped demo model, checkpoints/toy: the multiplication recipe with its RL stage at seed 1
+# (`make toy-rl TASK=multiplication SEED=1` builds it), or SHIP=DIR, any export (`make toy` writes
+# models/toy). The copy holds only what `aft serve` reads, a few MB, committed as plain files.
+SHIP ?= models/toy-rl-multiplication-s1
+toy-ship:
+	@test -f $(SHIP)/aft.json || { echo "$(SHIP) holds no export: make toy-rl TASK=multiplication SEED=1 builds it"; exit 1; }
 	rm -rf checkpoints/toy
 	mkdir -p checkpoints
-	cp -R models/toy checkpoints/toy
+	cp -R $(SHIP) checkpoints/toy
 
-models/toy/aft.json:
-	$(MAKE) toy
+# The shipped model's evaluation, docs/toy/results.{json,md} and its plots: `aft eval` of checkpoints/toy
+# against its SFT model on 500 held-out problems of seed 2000, problems no choice of seed or stage saw.
+toy-results: TASK = multiplication
+toy-results: SEED = 1
+toy-results: install
+	$(RL_EVAL) --model checkpoints/toy --seed 2000 --early-exit 1.0 --out docs/toy
 
 # The benchmark suite (bench/README.md): the gateway on a stub upstream, side by side with
 # optillm, then the real engine on the CPU. About 10 minutes; `make bench QUICK=1` about 2.

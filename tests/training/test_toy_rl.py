@@ -41,3 +41,15 @@ def test_rl_from_runs_the_stage_alone_and_evaluates_against_its_start(tmp_path: 
     assert (start, out, work) == ("checkpoints/toy", tmp_path / "rl", tmp_path / "rl-work")
     assert config.rl_steps == toy.RL_FROM_STEPS and config == recipe("multiplication", rl_steps=toy.RL_FROM_STEPS)
     assert evaluations == [(tmp_path / "rl", Path("checkpoints/toy"))]
+
+
+def test_the_rl_export_keeps_the_aft_recommendations_but_early_exit_and_records_the_stage() -> None:
+    from training.toy_rl import rl_manifest
+
+    aft = {"recommended": {"proposals": 3, "rounds": 2, "temperature": 0.7, "early_exit": 1.0},
+           "data": {"builder": "training.toy", "aft_examples": 12}}
+    data, recommended = rl_manifest(aft, {"method": "grpo", "steps": 400})
+    assert recommended == {"proposals": 3, "rounds": 2, "temperature": 0.7}
+    assert data == {"builder": "training.toy", "aft_examples": 12, "rl_stage": {"method": "grpo", "steps": 400}}
+    assert aft["recommended"]["early_exit"] == 1.0  # the AFT checkpoint's manifest is not changed
+    assert rl_manifest({}, {})[1] == {}
