@@ -103,7 +103,7 @@ def run_rl_stage(aft_dir: str | Path, out_dir: str | Path, config: RecipeConfig,
              "beta": config.rl_beta, "proposals": list(config.rl_proposals),
              "seconds": {"samples": round(sampled - started, 1), "grpo": round(trained - sampled, 1)}}
     manifest = json.loads((aft / "aft.json").read_text())
-    data, recommended = rl_manifest(manifest, stage)
-    export(final, out, base_model=manifest.get("base_model"), data_summary=data, recommended=recommended)
+    data_summary, recommended = rl_manifest(manifest, stage)
+    export(final, out, base_model=manifest.get("base_model"), data_summary=data_summary, recommended=recommended)
     logger.info("toy RL stage: %s in %.0f s", out, time.monotonic() - started)
     return out

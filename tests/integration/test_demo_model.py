@@ -35,8 +35,8 @@ PASS_BAR = 0.7
 """Share of the held-out questions the demo's pipeline must answer right. Its answers are sampled and
 right about 93% of the time at the recommended N and rounds (the shipped checkpoint: 465 of 500,
 docs/toy/results.md), so one question alone would fail now and then; 128 questions fall below 70% at
-93% with a chance under one in a million. A checkpoint that does not load as trained (wrong tokenizer, weights, template)
-gets next to none right."""
+93% with a chance under one in a million. A checkpoint that does not load as trained (wrong tokenizer,
+weights, template) gets next to none right."""
 
 
 def test_shipped_checkpoint_has_current_format_and_demo_settings() -> None:
