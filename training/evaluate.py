@@ -314,7 +314,8 @@ def evaluate_checkpoints(model: str, baseline: str, task: Task, engine: Callable
     return results
 
 
-def _ints(text: str) -> list[int]:
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: positive integers separated by commas, sorted, each once."""
     values = sorted({int(v) for v in text.split(",") if v.strip()})
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
@@ -346,13 +347,14 @@ def make_parser(prog: str = "aft eval") -> argparse.ArgumentParser:
                         "sequence reversed (default 16).")
     parser.add_argument("--problems", type=int, default=1000, help="Held-out problems (the same for every row).")
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the held-out problems and the engines.")
-    parser.add_argument("--proposals", type=_ints, default=[1, 2, 4, 8], help="Grid of N (comma-separated).")
-    parser.add_argument("--rounds", type=_ints, default=[1, 2], help="Grid of aggregation rounds (comma-separated).")
+    parser.add_argument("--proposals", type=positive_ints, default=[1, 2, 4, 8], help="Grid of N (comma-separated).")
+    parser.add_argument("--rounds", type=positive_ints, default=[1, 2],
+                        help="Grid of aggregation rounds (comma-separated).")
     parser.add_argument("--early-exit", type=_thresholds, default=[], metavar="all,0.6",
                         help="Also measure propose-and-aggregate stopping when this share of a round's drafts "
                              "agree (\"all\" or a fraction; comma-separated), at every N > 1 and rounds of "
                              "the grid (default: none).")
-    parser.add_argument("--subset", type=_ints, default=[], metavar="2,3",
+    parser.add_argument("--subset", type=positive_ints, default=[], metavar="2,3",
                         help="Also measure propose-and-aggregate whose aggregations each read a random K of the "
                              "N drafts, for each K (comma-separated), at every N > K and rounds of the grid "
                              "(default: none).")

@@ -52,7 +52,7 @@ from serving.backends.vllm import VLLMBackend
 from serving.backends.vllm_engine import EngineConfig
 from training.config import TrainConfig
 from training.data import on_policy_samples
-from training.evaluate import default_sampling, evaluate_checkpoints
+from training.evaluate import default_sampling, evaluate_checkpoints, positive_ints
 from training.export import export
 from training.results import markdown_table, write_results
 from training.rows import aft_example, mix_sft, sft_example, write_jsonl
@@ -245,23 +245,13 @@ def make_parser(prog: str = "aft toy") -> argparse.ArgumentParser:
                         help="Recipe: GRPO steps after AFT, rewarded by the task's check (training/toy_rl.py; "
                              "default: the task's recipe, 0: no RL stage).")
     parser.add_argument("--rl-learning-rate", type=float, help="Recipe: the RL stage's learning rate.")
-    parser.add_argument("--rl-proposals", type=_sizes, metavar="N,N,...",
+    parser.add_argument("--rl-proposals", type=positive_ints, metavar="N,N,...",
                         help="Recipe: the draft counts an RL prompt reads, one drawn a query (default: the recipe's).")
     parser.add_argument("--rl-from", metavar="AFT_DIR",
                         help="Run only the RL stage (--rl-steps, default 400), from this exported AFT checkpoint of "
                              "the task's recipe, into OUT; the evaluation's baseline is then AFT_DIR itself.")
     parser.add_argument("--force", action="store_true", help="Rebuild even when OUT already holds a checkpoint.")
     return parser
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated draft counts, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"draft counts must be 1 or more, got {text!r}")
-    return sizes
 
 
 RL_FROM_STEPS = 400
@@ -297,7 +287,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "aft toy") -> int:
     config = recipe(args.task, sft_steps=args.sft_steps, aft_steps=args.aft_steps, aft_queries=args.aft_queries,
                     seed=args.seed, aft_plain_targets=args.plain_targets, aft_targets=args.aft_targets,
                     rl_steps=rl_steps, rl_queries=args.rl_queries, rl_batch_size=args.rl_batch_size,
-                    rl_learning_rate=args.rl_learning_rate, rl_proposals=args.rl_proposals)
+                    rl_learning_rate=args.rl_learning_rate,
+                    rl_proposals=tuple(args.rl_proposals) if args.rl_proposals else None)
     baseline = work / "sft" / "final"
     if args.force or not (out / "aft.json").is_file():
         if args.rl_from:
