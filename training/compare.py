@@ -32,6 +32,11 @@ def _key(row: dict[str, Any]) -> tuple[int, int, str] | None:
     return row["proposals"], row["rounds"], subset
 
 
+def _direct(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The AFT model's row answering directly (N = 1, no aggregation), if the run measured it."""
+    return next((row for row in result["rows"] if row["method"] == "AFT, answering directly"), None)
+
+
 def _cell(row: dict[str, Any]) -> str:
     return f"{100 * row['accuracy']:.1f}% ({100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f})"
 
@@ -57,10 +62,8 @@ def compare_table(aft: dict[str, Any], rl: dict[str, Any]) -> str:
         gain = 100 * (other["accuracy"] - row["accuracy"])
         lines.append(f"| {n} | {rounds} | {reads} | {_cell(row)} | {_cell(other)} | {gain:+.1f} | "
                      f"{_per_correct(row)}, {_per_correct(other)} |")
-    direct = [next((r for r in res["rows"] if r["method"] == "AFT, answering directly"), None) for res in (aft, rl)]
-    if all(direct):
-        a, b = direct
-        assert a is not None and b is not None
+    a, b = _direct(aft), _direct(rl)
+    if a is not None and b is not None:
         lines.append(f"| 1 | 0 | answering directly | {_cell(a)} | {_cell(b)} | "
                      f"{100 * (b['accuracy'] - a['accuracy']):+.1f} | {_per_correct(a)}, {_per_correct(b)} |")
     return "\n".join(lines) + "\n"
@@ -68,7 +71,7 @@ def compare_table(aft: dict[str, Any], rl: dict[str, Any]) -> str:
 
 def _accuracies(result: dict[str, Any]) -> dict[tuple[int, int, str], float]:
     rows = {key: row["accuracy"] for row in result["rows"] if (key := _key(row))}
-    direct = next((r for r in result["rows"] if r["method"] == "AFT, answering directly"), None)
+    direct = _direct(result)
     if direct is not None:
         rows[(1, 0, "answering directly")] = direct["accuracy"]
     return rows
